@@ -1,0 +1,322 @@
+//! The desired state of a lab cluster, shared through files in the cluster's state folder.
+//!
+//! `apply` writes `state.json` (atomically, under a lock); node agents watch it and write their
+//! own `nodes/<node>/status.json` back.
+
+use crate::cluster::ClusterConfig;
+use ipnet::{IpNet, Ipv4Net};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// Where lab clusters keep their state unless `FLATNET_STATE_DIR` says otherwise.
+pub const DEFAULT_STATE_ROOT: &str = "/run/flatnet";
+
+/// The state root: `$FLATNET_STATE_DIR` or [`DEFAULT_STATE_ROOT`].
+pub fn state_root() -> PathBuf {
+    std::env::var_os("FLATNET_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
+}
+
+/// The address of the node with 1-based `index` on the node network: its `index`-th host.
+pub fn node_ip(node_cidr: &Ipv4Net, index: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(node_cidr.network()) + index)
+}
+
+/// The address of the `external` host: the node network's last host.
+pub fn external_ip(node_cidr: &Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(node_cidr.broadcast()) - 1)
+}
+
+/// A node of the lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    /// Node name.
+    pub name: String,
+    /// Stable 1-based index: gives the node IP and MACs.
+    pub index: u32,
+    /// The node's IP on the node network.
+    pub ip: Ipv4Addr,
+    /// The node's pod subnets, one per family.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl NodeState {
+    /// MAC address of the node's VXLAN device: locally administered, from the index.
+    pub fn vtep_mac(&self) -> [u8; 6] {
+        let i = self.index.to_be_bytes();
+        [0x0e, 0xf1, i[0], i[1], i[2], i[3]]
+    }
+
+    /// MAC address of the node's `eth0` on the node network.
+    pub fn eth_mac(&self) -> [u8; 6] {
+        let i = self.index.to_be_bytes();
+        [0x0e, 0xf0, i[0], i[1], i[2], i[3]]
+    }
+
+    /// The node's IPv6 link-local address on the node network (host-gw next hop for IPv6).
+    pub fn link_local(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xf1a7, self.index as u16)
+    }
+}
+
+/// A port a pod serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPort {
+    /// Port name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// Port number.
+    pub port: u16,
+}
+
+/// A pod scheduled to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Node it runs on.
+    pub node: String,
+    /// Unique id of this incarnation; the CNI container id.
+    pub uid: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Declared container ports.
+    #[serde(default)]
+    pub ports: Vec<PodPort>,
+    /// Owning Deployment, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl PodState {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The whole desired state of a lab cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// Bumped on every change.
+    pub generation: u64,
+    /// The network.
+    pub config: ClusterConfig,
+    /// Nodes in index order.
+    pub nodes: Vec<NodeState>,
+    /// Kubernetes namespaces.
+    pub namespaces: Vec<String>,
+    /// Pods, sorted by namespace and name.
+    pub pods: Vec<PodState>,
+    /// Deployments as applied.
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    /// Services as applied.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+impl State {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodState> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+}
+
+/// What a node agent reports about one pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// The incarnation this status is for.
+    pub uid: String,
+    /// Pod IPs, IPv4 first.
+    pub ips: Vec<IpAddr>,
+    /// `Running` or the error that keeps it from running.
+    pub phase: String,
+    /// PID of the pod's workload process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// What a node agent reports about its node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// The state generation last applied in full.
+    pub generation: u64,
+    /// The node's network is programmed.
+    pub network_ready: bool,
+    /// Per pod, keyed `namespace/name`.
+    pub pods: BTreeMap<String, PodStatus>,
+    /// Last error, if the last sync failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Files of one lab cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterDir {
+    /// Cluster name.
+    pub name: String,
+    /// `<state root>/<name>`.
+    pub path: PathBuf,
+}
+
+impl ClusterDir {
+    /// The folder of cluster `name` under the state root.
+    pub fn new(name: &str) -> Self {
+        Self::at(&state_root(), name)
+    }
+
+    /// The folder of cluster `name` under `root`.
+    pub fn at(root: &Path, name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            path: root.join(name),
+        }
+    }
+
+    /// `state.json`.
+    pub fn state_file(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    /// A node's folder.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.path.join("nodes").join(node)
+    }
+
+    /// A node agent's status file.
+    pub fn node_status_file(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("status.json")
+    }
+
+    /// Folder of log files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.path.join("logs")
+    }
+
+    /// Whether the cluster exists.
+    pub fn exists(&self) -> bool {
+        self.state_file().exists()
+    }
+
+    /// Reads the desired state.
+    pub fn read_state(&self) -> anyhow::Result<State> {
+        read_json(&self.state_file())
+    }
+
+    /// Writes the desired state atomically.
+    pub fn write_state(&self, state: &State) -> anyhow::Result<()> {
+        write_json(&self.state_file(), state)
+    }
+
+    /// Reads a node's status (default when the agent has not written one yet).
+    pub fn read_node_status(&self, node: &str) -> NodeStatus {
+        read_json(&self.node_status_file(node)).unwrap_or_default()
+    }
+
+    /// Takes the cluster's exclusive lock (held until the guard drops).
+    pub fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+        std::fs::create_dir_all(&self.path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.join("lock"))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", self.path.display()))
+    }
+}
+
+/// Reads a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Writes a JSON file atomically (temporary file, then rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let dir = path.parent().expect("file in a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|f| f.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_and_external_addresses() {
+        let n: Ipv4Net = "192.168.1.0/24".parse().unwrap();
+        assert_eq!(node_ip(&n, 1), Ipv4Addr::new(192, 168, 1, 1));
+        assert_eq!(node_ip(&n, 3), Ipv4Addr::new(192, 168, 1, 3));
+        assert_eq!(external_ip(&n), Ipv4Addr::new(192, 168, 1, 254));
+    }
+
+    #[test]
+    fn macs_are_unicast_and_local_and_distinct() {
+        let a = NodeState {
+            name: "a".into(),
+            index: 1,
+            ip: Ipv4Addr::new(1, 1, 1, 1),
+            pod_cidrs: vec![],
+        };
+        let b = NodeState {
+            index: 2,
+            ..a.clone()
+        };
+        for m in [a.vtep_mac(), a.eth_mac()] {
+            assert_eq!(m[0] & 1, 0, "unicast");
+            assert_eq!(m[0] & 2, 2, "locally administered");
+        }
+        assert_ne!(a.vtep_mac(), b.vtep_mac());
+        assert_ne!(a.vtep_mac(), a.eth_mac());
+    }
+
+    #[test]
+    fn json_round_trip_is_atomic_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cd = ClusterDir::at(dir.path(), "t");
+        let status = NodeStatus {
+            generation: 4,
+            network_ready: true,
+            ..Default::default()
+        };
+        write_json(&cd.node_status_file("n1"), &status).unwrap();
+        assert_eq!(cd.read_node_status("n1"), status);
+        assert_eq!(cd.read_node_status("missing"), NodeStatus::default());
+        let _g = cd.lock().unwrap();
+    }
+}
