@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// `v1/Namespace`.
-    Namespace(Namespace),
+    Namespace(Box<Namespace>),
     /// `v1/Pod`.
     Pod(Box<Pod>),
     /// `apps/v1/Deployment`.
@@ -223,7 +223,7 @@ fn parse_one(
             let name = if name.is_empty() { crate::cluster::DEFAULT_CLUSTER.to_string() } else { name };
             out.cluster = Some(Sourced { file: file.to_string(), value: ClusterDoc { name, spec } });
         }
-        ("v1", "Namespace") => push(out, file, Object::Namespace(typed(file, object, value)?)),
+        ("v1", "Namespace") => push(out, file, Object::Namespace(Box::new(typed(file, object, value)?))),
         ("v1", "Pod") => push(out, file, Object::Pod(Box::new(typed(file, object, value)?))),
         ("apps/v1", "Deployment") => push(out, file, Object::Deployment(Box::new(typed(file, object, value)?))),
         ("v1", "Service") => push(out, file, Object::Service(Box::new(typed(file, object, value)?))),
