@@ -510,6 +510,12 @@ fn to_route(m: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
+    // A default route carries no destination attribute.
+    let dst = dst.or(match m.header.address_family {
+        AddressFamily::Inet => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        AddressFamily::Inet6 => Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+        _ => None,
+    });
     Some(Route {
         dst: IpNet::new(dst?, m.header.destination_prefix_length).ok()?,
         gateway,

@@ -1,0 +1,220 @@
+//! `flatnet check`: proves the guarantees with real connections from inside the lab.
+
+use crate::target::{pod_ips, Target};
+use flatnet_model::state::{ClusterDir, PodState, State};
+use flatnet_workload::{probe, Probe, ProbeReport, ProbeResult, Protocol};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One probe of the proof.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// Which guarantee and path, e.g. `1 pod-to-pod, cross node`.
+    pub check: String,
+    /// Source.
+    pub from: String,
+    /// Destination (target and address).
+    pub to: String,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    /// `IPv4` or `IPv6`.
+    pub family: &'static str,
+    /// Whether the probe proved what it should.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The whole proof.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Every probe.
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// Whether every probe passed (and there was at least one).
+    pub fn passed(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|r| r.ok)
+    }
+
+    /// Passed and total per (check, protocol, family), in order.
+    pub fn summary(&self) -> Vec<(String, usize, usize)> {
+        let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for r in &self.rows {
+            let e = m
+                .entry(format!(
+                    "{:<34} {:<4} {}",
+                    r.check,
+                    r.protocol.to_string(),
+                    r.family
+                ))
+                .or_default();
+            e.1 += 1;
+            if r.ok {
+                e.0 += 1;
+            }
+        }
+        m.into_iter().map(|(k, (ok, all))| (k, ok, all)).collect()
+    }
+}
+
+struct Job {
+    check: String,
+    from: Target,
+    to_label: String,
+    addr: SocketAddr,
+    protocol: Protocol,
+    expect_pod: String,
+    expect_client: Option<IpAddr>,
+}
+
+fn first_port(p: &PodState, proto: &str) -> Option<u16> {
+    p.ports.iter().find(|x| x.protocol == proto).map(|x| x.port)
+}
+
+fn family(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+fn judge(job: &Job, r: &ProbeReport) -> (bool, String) {
+    if r.result != ProbeResult::Connected {
+        let why = r.error.clone().unwrap_or_default();
+        return (false, format!("{:?} {why}", r.result).trim().to_lowercase());
+    }
+    let served = r.server.as_ref().map(|s| s.pod.as_str()).unwrap_or("");
+    let client = r.client_address.clone().unwrap_or_default();
+    if served != job.expect_pod {
+        return (
+            false,
+            format!("answered by {served:?}, expected {:?}", job.expect_pod),
+        );
+    }
+    if let Some(want) = job.expect_client {
+        if client != want.to_string() {
+            return (
+                false,
+                format!("server saw client {client}, expected {want} (NAT?)"),
+            );
+        }
+    }
+    (
+        true,
+        format!(
+            "served by {served}, client {client}, {:.1} ms",
+            r.latency_ms
+        ),
+    )
+}
+
+/// Runs the proof of guarantees 1 and 2 against the running cluster.
+pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
+    let ips: BTreeMap<String, Vec<IpAddr>> = state
+        .pods
+        .iter()
+        .map(|p| (p.key(), pod_ips(dir, state, &p.namespace, &p.name)))
+        .collect();
+    let mut jobs = Vec::new();
+    for dst in &state.pods {
+        for (proto_name, protocol) in [("TCP", Protocol::Tcp), ("UDP", Protocol::Udp)] {
+            let Some(port) = first_port(dst, proto_name) else {
+                continue;
+            };
+            for dst_ip in &ips[&dst.key()] {
+                // Guarantee 1: every pod reaches every other pod, seen with its own IP.
+                for src in state.pods.iter().filter(|s| s.key() != dst.key()) {
+                    let src_ip = ips[&src.key()]
+                        .iter()
+                        .find(|i| i.is_ipv4() == dst_ip.is_ipv4())
+                        .copied();
+                    let path = if src.node == dst.node {
+                        "same node"
+                    } else {
+                        "cross node"
+                    };
+                    jobs.push(Job {
+                        check: format!("1 pod-to-pod, {path}"),
+                        from: Target::Pod {
+                            namespace: src.namespace.clone(),
+                            name: src.name.clone(),
+                        },
+                        to_label: format!("{} {dst_ip}", dst.key()),
+                        addr: SocketAddr::new(*dst_ip, port),
+                        protocol,
+                        expect_pod: dst.name.clone(),
+                        expect_client: Some(src_ip.unwrap_or(*dst_ip)),
+                    });
+                }
+                // Guarantee 2: every node reaches every pod.
+                if protocol == Protocol::Tcp {
+                    for n in &state.nodes {
+                        let path = if n.name == dst.node {
+                            "own pods"
+                        } else {
+                            "other nodes' pods"
+                        };
+                        jobs.push(Job {
+                            check: format!("2 node-to-pod, {path}"),
+                            from: Target::Node(n.name.clone()),
+                            to_label: format!("{} {dst_ip}", dst.key()),
+                            addr: SocketAddr::new(*dst_ip, port),
+                            protocol,
+                            expect_pod: dst.name.clone(),
+                            expect_client: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let cluster = state.config.name.clone();
+    let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>()));
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let queue = queue.clone();
+            let rows = rows.clone();
+            let cluster = cluster.clone();
+            std::thread::spawn(move || loop {
+                let Some((i, job)) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let report = probe(&Probe {
+                    netns: Some(job.from.netns_path(&cluster)),
+                    target: job.addr,
+                    protocol: job.protocol,
+                    timeout,
+                });
+                let (ok, detail) = judge(&job, &report);
+                rows.lock().unwrap().push((
+                    i,
+                    Row {
+                        check: job.check.clone(),
+                        from: job.from.to_string(),
+                        to: job.to_label.clone(),
+                        protocol: job.protocol,
+                        family: family(&job.addr.ip()),
+                        ok,
+                        detail,
+                    },
+                ));
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let mut rows = std::mem::take(&mut *rows.lock().unwrap());
+    rows.sort_by_key(|(i, _)| *i);
+    Report {
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+    }
+}
