@@ -220,9 +220,10 @@ fn suffix(seed: &str, len: usize) -> String {
 /// Brings derived state in line: nodes, Deployment pods, placement, pod uids.
 pub fn reconcile(s: &mut State) {
     reconcile_nodes(s);
-    expand_deployments(s);
+    // Pods of nodes that left go; their Deployments' pods are made again below.
     s.pods
         .retain(|p| p.node.is_empty() || s.config.nodes.contains(&p.node));
+    expand_deployments(s);
     schedule(s);
     let generation = s.generation + 1;
     for p in s.pods.iter_mut().filter(|p| p.uid.is_empty()) {

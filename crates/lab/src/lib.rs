@@ -169,6 +169,26 @@ pub fn apply(
         flatnet_controller::change_config(&mut state, &c.file, cfg)?;
     }
     flatnet_controller::apply(&mut state, m)?;
+    let gone: Vec<_> = old_nodes
+        .iter()
+        .filter(|o| state.node(&o.name).is_none())
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        // Leaving nodes stop their pods before those pods start elsewhere under the same names.
+        let mut interim = dir.read_state()?;
+        interim.nodes.retain(|n| state.node(&n.name).is_some());
+        interim.pods.retain(|p| state.node(&p.node).is_some());
+        interim.generation = state.generation;
+        state.generation += 1;
+        dir.write_state(&interim)?;
+        for node in &gone {
+            stop_agent(dir, &node.name);
+            fabric::remove_node(&state.config.name, node)?;
+            let _ = std::fs::remove_dir_all(dir.node_dir(&node.name));
+            progress(&format!("node {} removed", node.name));
+        }
+    }
     dir.write_state(&state)?;
     for n in state
         .nodes
@@ -178,12 +198,6 @@ pub fn apply(
         fabric::add_node(&state, n)?;
         start_agent(dir, &n.name, bins)?;
         progress(&format!("node {} at {}: agent started", n.name, n.ip));
-    }
-    for gone in old_nodes.iter().filter(|o| state.node(&o.name).is_none()) {
-        stop_agent(dir, &gone.name);
-        fabric::remove_node(&state.config.name, gone)?;
-        let _ = std::fs::remove_dir_all(dir.node_dir(&gone.name));
-        progress(&format!("node {} removed", gone.name));
     }
     wait_synced(dir, &state, Duration::from_secs(120), progress)?;
     Ok(state)

@@ -60,6 +60,12 @@ impl NodeState {
         [0x0e, 0xf0, i[0], i[1], i[2], i[3]]
     }
 
+    /// MAC address of the node's pod bridge (the pods' gateway).
+    pub fn bridge_mac(&self) -> [u8; 6] {
+        let i = self.index.to_be_bytes();
+        [0x0e, 0xf2, i[0], i[1], i[2], i[3]]
+    }
+
     /// The node's IPv6 link-local address on the node network (host-gw next hop for IPv6).
     pub fn link_local(&self) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xf1a7, self.index as u16)

@@ -166,17 +166,33 @@ impl Netlink {
             .with_context(|| format!("creating {what}"))
     }
 
-    /// Creates a bridge (if missing) and returns it; it is brought up.
+    /// Creates a bridge (if missing) and returns it; it is brought up. Its MAC is set
+    /// explicitly (to `mac`, or to the one the kernel chose), so that it no longer follows
+    /// the lowest MAC among its ports: pods' neighbour entries for the gateway stay right
+    /// while ports come and go.
     pub fn ensure_bridge(&self, name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<Link> {
         if let Some(l) = self.link(name)? {
             return Ok(l);
         }
-        let mut b = LinkBridge::new(name).mtu(mtu).up();
-        if let Some(m) = mac {
-            b = b.address(m.to_vec());
-        }
-        self.add(b.build(), &format!("bridge {name}"))?;
+        self.add(
+            LinkBridge::new(name).mtu(mtu).up().build(),
+            &format!("bridge {name}"),
+        )?;
+        let l = self.require(name)?;
+        let fixed = match mac {
+            Some(m) => m,
+            None => l.mac.as_slice().try_into().context("bridge MAC")?,
+        };
+        self.set_mac(l.index, fixed)?;
         self.require(name)
+    }
+
+    /// Sets a link's MAC address.
+    pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.set(
+            LinkUnspec::new_with_index(index).address(mac.to_vec()),
+            &format!("link {index} address"),
+        )
     }
 
     /// Creates a veth pair `name` / `peer`.

@@ -49,9 +49,12 @@ fn sync<T: Ord + Clone>(
 pub fn apply(nl: &Netlink, p: &Program) -> Result<Changes> {
     let mut changes = Changes::default();
     let underlay = nl.require(UNDERLAY)?;
-    let bridge = nl.ensure_bridge(&p.bridge.name, p.bridge.mtu, None)?;
+    let bridge = nl.ensure_bridge(&p.bridge.name, p.bridge.mtu, Some(p.bridge.mac))?;
     if bridge.mtu != p.bridge.mtu {
         nl.set_mtu(bridge.index, p.bridge.mtu)?;
+    }
+    if bridge.mac != p.bridge.mac {
+        nl.set_mac(bridge.index, p.bridge.mac)?;
     }
     ensure_addresses(nl, bridge.index, &p.bridge.addresses)?;
     nl.set_up(bridge.index)?;

@@ -16,6 +16,8 @@ pub struct BridgeSpec {
     pub name: String,
     /// MTU (the pods' MTU).
     pub mtu: u32,
+    /// Fixed MAC, so the gateway's MAC never changes as pods come and go.
+    pub mac: [u8; 6],
     /// Gateway addresses, one per family.
     pub addresses: Vec<IpNet>,
 }
@@ -113,6 +115,7 @@ pub fn program(cfg: &ClusterConfig, nodes: &[NodeState], me: &str) -> Program {
     let bridge = BridgeSpec {
         name: POD_BRIDGE.to_string(),
         mtu: cfg.pod_mtu(),
+        mac: local.bridge_mac(),
         addresses: local
             .pod_cidrs
             .iter()
@@ -206,9 +209,10 @@ impl Program {
         };
         writeln!(
             s,
-            "bridge {} mtu {} addresses {}",
+            "bridge {} mtu {} mac {} addresses {}",
             b.name,
             b.mtu,
+            mac(&b.mac),
             addrs(&b.addresses)
         )
         .unwrap();
