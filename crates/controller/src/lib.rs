@@ -2,6 +2,9 @@
 //! index, IP and Pod CIDRs (like kube-controller-manager's range allocator), turns Deployments
 //! into pods (like the ReplicaSet controller) and places pods on nodes (like the scheduler).
 
+pub mod endpoints;
+pub mod services;
+
 use flatnet_ipam::NodeCidrAllocator;
 use flatnet_model::manifest::{Manifests, Object};
 use flatnet_model::state::{node_ip, PodPort, PodState, State};
@@ -123,11 +126,19 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
                 next.deployments.push(d);
             }
             Object::Service(s) => {
-                let mut s = s.as_ref().clone();
-                s.metadata.namespace = Some(ns.clone());
-                next.services
-                    .retain(|x| name_of(&x.metadata) != (ns.clone(), name.clone()));
-                next.services.push(s);
+                let key = (ns.clone(), name.clone());
+                let old = next
+                    .services
+                    .iter()
+                    .find(|x| name_of(&x.metadata) == key)
+                    .cloned();
+                match services::admit(&next, &o.file, s, old.as_ref()) {
+                    Ok(admitted) => {
+                        next.services.retain(|x| name_of(&x.metadata) != key);
+                        next.services.push(admitted);
+                    }
+                    Err(p) => problems.extend(p),
+                }
             }
             Object::Namespace(_) => unreachable!(),
         }

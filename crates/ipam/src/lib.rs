@@ -4,9 +4,11 @@
 //!   kube-controller-manager's range allocator.
 //! - [`HostLocalStore`] keeps pod IP reservations on disk with the layout and semantics of the
 //!   CNI `host-local` IPAM plugin, safe across concurrent processes.
+//! - [`service`] picks ClusterIPs, NodePorts and LoadBalancer IPs.
 
 mod node_cidr;
 mod range;
+pub mod service;
 mod store;
 
 pub use node_cidr::NodeCidrAllocator;

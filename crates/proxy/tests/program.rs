@@ -1,0 +1,161 @@
+//! Golden tests of the nftables program for each Service shape, checked by `nft -c` inside a
+//! scratch namespace. `UPDATE_GOLDEN=1` rewrites the golden file.
+
+use flatnet_model::cluster::{ClusterSpec, NodesSpec};
+use flatnet_model::manifest::parse_documents;
+use flatnet_model::state::{NodeStatus, PodStatus, State};
+use flatnet_model::validate::resolve_cluster;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The fixture cluster with every pod running and addressed like an agent would report.
+fn fixture() -> (State, BTreeMap<String, NodeStatus>) {
+    let spec = ClusterSpec {
+        nodes: Some(NodesSpec::Count(2)),
+        ..Default::default()
+    };
+    let cfg = resolve_cluster("t", "t", &spec, &[]).unwrap();
+    let mut state = flatnet_controller::new_state(cfg);
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures.yaml"))
+            .unwrap();
+    let m = parse_documents(&[("fixtures.yaml".into(), text)]).unwrap();
+    flatnet_controller::apply(&mut state, &m).unwrap();
+    let mut statuses: BTreeMap<String, NodeStatus> = BTreeMap::new();
+    for (i, p) in state.pods.iter().enumerate() {
+        let n = state.node(&p.node).unwrap();
+        let host = i as u8 + 2;
+        let ips = n
+            .pod_cidrs
+            .iter()
+            .map(|c| match c.network() {
+                std::net::IpAddr::V4(v) => {
+                    std::net::IpAddr::V4((u32::from(v) + host as u32).into())
+                }
+                std::net::IpAddr::V6(v) => {
+                    std::net::IpAddr::V6((u128::from(v) + host as u128).into())
+                }
+            })
+            .collect();
+        statuses.entry(p.node.clone()).or_default().pods.insert(
+            p.key(),
+            PodStatus {
+                uid: p.uid.clone(),
+                ips,
+                phase: "Running".into(),
+                pid: None,
+            },
+        );
+    }
+    (state, statuses)
+}
+
+fn nft_check(ruleset: &str) {
+    let ns = format!("fltest-proxy-{}", std::process::id());
+    let _ = Command::new("ip").args(["netns", "add", &ns]).status();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-c", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    assert!(
+        out.status.success(),
+        "nft -c refused the program:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_service_shape_golden() {
+    let (state, statuses) = fixture();
+    let slices = flatnet_controller::endpoints::slices(&state, &statuses);
+    let program = flatnet_proxy::program(&state.config, &state.services, &slices, "node1");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/node1.nft");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &program).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        program,
+        want,
+        "program differs from {}; UPDATE_GOLDEN=1 to accept",
+        path.display()
+    );
+    nft_check(&program);
+}
+
+#[test]
+fn shapes_map_to_the_right_rules() {
+    let (state, statuses) = fixture();
+    let slices = flatnet_controller::endpoints::slices(&state, &statuses);
+    let p = flatnet_proxy::program(&state.config, &state.services, &slices, "node1");
+    let web = state
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    let ips = web.spec.as_ref().unwrap().cluster_ips.clone().unwrap();
+    assert_eq!(
+        ips.len(),
+        2,
+        "PreferDualStack gets one ClusterIP per family"
+    );
+    // Dispatch of both families and both protocols, each to its own chain.
+    for ip in &ips {
+        assert!(
+            p.contains(&format!("{ip} . tcp . 80 : goto svc-")),
+            "{ip} tcp"
+        );
+        assert!(
+            p.contains(&format!("{ip} . udp . 53 : goto svc-")),
+            "{ip} udp"
+        );
+    }
+    // Three endpoints balanced at random; named ports resolved to the pods' ports.
+    assert!(p.contains("numgen random mod 3 vmap"));
+    assert!(p.contains(":8080\n") && p.contains(":5353\n"));
+    // Affinity: per-endpoint sets with the timeout, consulted before balancing.
+    assert!(p.contains("flags dynamic,timeout; timeout 60s;"));
+    // NodePort dispatch, the no-endpoint Service rejected (ClusterIP and NodePort).
+    assert!(p.contains("tcp . 30080 : goto ext-"));
+    let empty = state
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("empty"))
+        .unwrap();
+    let empty_ip = empty.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+    assert!(p.contains(&format!("{empty_ip} . tcp . 80 : goto reject-service")));
+    // LoadBalancer: the pool's first IP, behind the source-range firewall.
+    assert!(p.contains("192.168.1.200 . tcp . 443 : goto fw-"));
+    assert!(p.contains("ip saddr != { 192.168.1.0/24 } drop"));
+    // Round robin and the external IP.
+    assert!(p.contains("numgen inc mod"));
+    assert!(p.contains("192.168.1.150 . tcp . 8080 : goto ext-"));
+    // Headless and ExternalName Services get nothing.
+    assert!(!p.contains("x/headless") && !p.contains("x/ext/"));
+}
+
+#[test]
+fn no_endpoints_and_unready_pods_get_no_backends() {
+    let (state, mut statuses) = fixture();
+    for st in statuses.values_mut() {
+        for p in st.pods.values_mut() {
+            p.phase = "Pending".into();
+        }
+    }
+    let slices = flatnet_controller::endpoints::slices(&state, &statuses);
+    let p = flatnet_proxy::program(&state.config, &state.services, &slices, "node1");
+    assert!(!p.contains("dnat"), "no ready endpoint, no DNAT");
+    assert!(p.contains("goto reject-service"));
+}
