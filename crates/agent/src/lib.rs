@@ -3,6 +3,7 @@
 //! program the node's network (overlay program), and run the node's pods: a namespace per
 //! pod, wired by the CNI plugin invoked by exec, running `flatnet workload`.
 
+pub mod env;
 pub mod runtime;
 
 use anyhow::{Context, Result};
@@ -50,6 +51,10 @@ pub struct Agent {
     pods: BTreeMap<String, RunningPod>,
     status: NodeStatus,
     prepared: bool,
+    /// The nftables program last applied; `None` forces a full apply.
+    applied_program: Option<String>,
+    /// LoadBalancer IPs this node announces.
+    announced: Vec<IpAddr>,
 }
 
 impl Agent {
@@ -60,6 +65,8 @@ impl Agent {
             pods: BTreeMap::new(),
             status: NodeStatus::default(),
             prepared: false,
+            applied_program: None,
+            announced: Vec::new(),
         }
     }
 
@@ -169,7 +176,7 @@ impl Agent {
         Ok(())
     }
 
-    fn start_pod(&self, pod: &PodState) -> RunningPod {
+    fn start_pod(&self, pod: &PodState, state: &State) -> RunningPod {
         let netns_name = names::pod_netns(&self.cfg.cluster.name, &pod.namespace, &pod.name);
         let mut rp = RunningPod {
             uid: pod.uid.clone(),
@@ -181,7 +188,7 @@ impl Agent {
             },
             result: Value::Null,
         };
-        match self.try_start(pod, &netns_name, &mut rp) {
+        match self.try_start(pod, state, &netns_name, &mut rp) {
             Ok(()) => rp.status.phase = "Running".into(),
             Err(e) => {
                 tracing::warn!("pod {}: {e:#}", pod.key());
@@ -191,7 +198,13 @@ impl Agent {
         rp
     }
 
-    fn try_start(&self, pod: &PodState, netns_name: &str, rp: &mut RunningPod) -> Result<()> {
+    fn try_start(
+        &self,
+        pod: &PodState,
+        state: &State,
+        netns_name: &str,
+        rp: &mut RunningPod,
+    ) -> Result<()> {
         let ns_path = netns::create(netns_name)?;
         let net = self.network()?;
         let result = net.add(&Attachment {
@@ -214,13 +227,13 @@ impl Agent {
             .collect();
         rp.status.ips.sort_by_key(|ip| ip.is_ipv6());
         rp.result = result;
-        let child = self.spawn_workload(pod, &ns_path)?;
+        let child = self.spawn_workload(pod, state, &ns_path)?;
         rp.status.pid = Some(child.id());
         rp.child = Some(child);
         Ok(())
     }
 
-    fn spawn_workload(&self, pod: &PodState, ns_path: &Path) -> Result<Child> {
+    fn spawn_workload(&self, pod: &PodState, state: &State, ns_path: &Path) -> Result<Child> {
         let log_dir = self.cfg.cluster.log_dir();
         std::fs::create_dir_all(&log_dir)?;
         let log =
@@ -235,6 +248,7 @@ impl Agent {
             cmd.arg("--port")
                 .arg(format!("{}:{}", p.protocol.to_lowercase(), p.port));
         }
+        cmd.envs(env::service_env(&state.services, &pod.namespace));
         let ns_file = std::fs::File::open(ns_path)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         // SAFETY: only async-signal-safe calls (setns, setsid) between fork and exec.
@@ -308,7 +322,7 @@ impl Agent {
                 continue;
             };
             let path = netns::path(&self.pods[&key].netns);
-            match self.spawn_workload(&pod, &path) {
+            match self.spawn_workload(&pod, state, &path) {
                 Ok(child) => {
                     let rp = self.pods.get_mut(&key).expect("present");
                     rp.status.pid = Some(child.id());
@@ -341,7 +355,7 @@ impl Agent {
         }
         for (k, p) in &want {
             if !self.pods.contains_key(k) {
-                let rp = self.start_pod(p);
+                let rp = self.start_pod(p, state);
                 self.pods.insert(k.clone(), rp);
                 self.save_results()?;
                 self.write_status()?;
@@ -359,6 +373,52 @@ impl Agent {
         write_json(&self.node_dir().join("results.json"), &results)
     }
 
+    /// Programs Services: the nftables table from Services and the EndpointSlices every
+    /// node's reports make, and the LoadBalancer IPs this node announces. Applies only when
+    /// the program changed (or a full resync is due).
+    pub fn sync_services(&mut self, state: &State) -> Result<()> {
+        let statuses: BTreeMap<String, NodeStatus> = state
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), self.cfg.cluster.read_node_status(&n.name)))
+            .collect();
+        let slices = flatnet_controller::endpoints::slices(state, &statuses);
+        let program =
+            flatnet_proxy::program(&state.config, &state.services, &slices, &self.cfg.node);
+        if self.applied_program.as_ref() != Some(&program) {
+            flatnet_proxy::apply::apply(&program)?;
+            self.applied_program = Some(program);
+        }
+        self.announce(state, &slices)
+    }
+
+    /// Adds the LoadBalancer IPs this node answers for to its `eth0` (one node per IP, as a
+    /// layer-2 announcer does), and removes those it no longer answers for.
+    fn announce(
+        &mut self,
+        state: &State,
+        slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+    ) -> Result<()> {
+        let want: Vec<IpAddr> = flatnet_proxy::announce::announcements(state, slices)
+            .into_iter()
+            .filter(|(_, node)| *node == self.cfg.node)
+            .map(|(ip, _)| ip)
+            .collect();
+        if want == self.announced {
+            return Ok(());
+        }
+        let nl = Netlink::new()?;
+        let eth0 = nl.require("eth0")?;
+        for ip in self.announced.iter().filter(|ip| !want.contains(ip)) {
+            nl.del_address(eth0.index, ipnet::IpNet::from(*ip))?;
+        }
+        for ip in want.iter().filter(|ip| !self.announced.contains(ip)) {
+            nl.ensure_address(eth0.index, ipnet::IpNet::from(*ip))?;
+        }
+        self.announced = want;
+        Ok(())
+    }
+
     /// Runs until the cluster's state disappears: re-syncs on every change and every
     /// `resync` interval.
     pub fn run(mut self, resync: Duration) -> Result<()> {
@@ -366,6 +426,7 @@ impl Agent {
         let mut seen: Option<(u64, std::time::SystemTime)> = None;
         let mut last = Instant::now();
         let mut adopted = false;
+        let mut current: Option<State> = None;
         loop {
             let Ok(meta) = std::fs::metadata(&state_file) else {
                 tracing::info!("cluster state is gone; agent exits");
@@ -373,7 +434,12 @@ impl Agent {
             };
             let mtime = meta.modified()?;
             let changed = seen.is_none_or(|(_, t)| t != mtime);
-            if changed || last.elapsed() >= resync {
+            let full = last.elapsed() >= resync;
+            if full {
+                // A full resync re-applies everything: someone may have changed our table.
+                self.applied_program = None;
+            }
+            if changed || full {
                 match self.cfg.cluster.read_state() {
                     Ok(state) => {
                         if state.node(&self.cfg.node).is_none() {
@@ -395,10 +461,17 @@ impl Agent {
                             let _ = self.write_status();
                         }
                         seen = Some((state.generation, mtime));
+                        current = Some(state);
                     }
                     Err(e) => tracing::warn!("reading state: {e:#}"),
                 }
                 last = Instant::now();
+            }
+            if let Some(state) = &current {
+                if let Err(e) = self.sync_services(state) {
+                    tracing::warn!("service sync failed: {e:#}");
+                    self.applied_program = None;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -2,6 +2,7 @@
 
 use crate::Output;
 use anyhow::{bail, Result};
+use flatnet_controller::endpoints::SERVICE_NAME_LABEL;
 use flatnet_lab::target::pod_ips;
 use flatnet_model::state::{ClusterDir, State};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodIP, PodStatus};
@@ -91,6 +92,51 @@ fn nodes(state: &State) -> Vec<Node> {
             }),
         })
         .collect()
+}
+
+/// The cluster's EndpointSlices, from the pods' addresses its nodes report.
+pub fn slices(
+    dir: &ClusterDir,
+    state: &State,
+) -> Vec<k8s_openapi::api::discovery::v1::EndpointSlice> {
+    let statuses = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), dir.read_node_status(&n.name)))
+        .collect();
+    flatnet_controller::endpoints::slices(state, &statuses)
+}
+
+/// The nftables program node `node` runs for Service `namespace/name` (with the shared
+/// dispatch chains).
+pub fn program(
+    dir: &ClusterDir,
+    state: &State,
+    namespace: &str,
+    name: &str,
+    node: &str,
+) -> Result<String> {
+    let svc: Vec<_> = state
+        .services
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata.name.as_deref() == Some(name)
+        })
+        .cloned()
+        .collect();
+    if svc.is_empty() {
+        bail!("no Service {namespace}/{name}");
+    }
+    if state.node(node).is_none() {
+        bail!("no node {node:?}");
+    }
+    Ok(flatnet_proxy::program(
+        &state.config,
+        &svc,
+        &slices(dir, state),
+        node,
+    ))
 }
 
 fn list(items: Vec<Value>) -> Value {
@@ -217,7 +263,92 @@ pub fn render(
                 rows,
             )
         }
-        other => bail!("unknown kind {other:?}: nodes, pods, namespaces, deployments"),
+        "services" | "service" | "svc" => {
+            let slices = slices(dir, state);
+            let svcs: Vec<_> = state
+                .services
+                .iter()
+                .filter(|s| ns.is_none_or(|n| s.metadata.namespace.as_deref() == Some(n)))
+                .collect();
+            let mut head: Vec<String> = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"].map(String::from).to_vec();
+            if out == Some(Output::Wide) {
+                head.push("ENDPOINTS".into());
+            }
+            let mut rows = vec![head];
+            for s in &svcs {
+                let spec = s.spec.clone().unwrap_or_default();
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let namespace = s.metadata.namespace.clone().unwrap_or_default();
+                let external: Vec<String> = s
+                    .status
+                    .iter()
+                    .filter_map(|st| st.load_balancer.as_ref())
+                    .flat_map(|lb| lb.ingress.iter().flatten())
+                    .filter_map(|i| i.ip.clone())
+                    .chain(spec.external_ips.clone().unwrap_or_default())
+                    .chain(spec.external_name.clone())
+                    .collect();
+                let ports: Vec<String> = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        let np = p.node_port.map(|n| format!(":{n}")).unwrap_or_default();
+                        format!("{}{np}/{}", p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))
+                    })
+                    .collect();
+                let mut r = vec![
+                    namespace.clone(),
+                    name.clone(),
+                    spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
+                    spec.cluster_ips.clone().map(|v| v.join(",")).or(spec.cluster_ip.clone()).unwrap_or_else(|| "<none>".into()),
+                    if external.is_empty() { "<none>".into() } else { external.join(",") },
+                    if ports.is_empty() { "<none>".into() } else { ports.join(",") },
+                ];
+                if out == Some(Output::Wide) {
+                    let eps: Vec<String> = slices
+                        .iter()
+                        .filter(|sl| {
+                            sl.metadata.namespace.as_deref() == Some(namespace.as_str())
+                                && sl.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&name)
+                        })
+                        .flat_map(|sl| sl.endpoints.iter())
+                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                        .flat_map(|e| e.addresses.clone())
+                        .collect();
+                    r.push(if eps.is_empty() { "<none>".into() } else { eps.join(",") });
+                }
+                rows.push(r);
+            }
+            (svcs.iter().map(|s| with_kind("v1", "Service", s)).collect(), rows)
+        }
+        "endpointslices" | "endpointslice" => {
+            let all: Vec<_> = slices(dir, state)
+                .into_iter()
+                .filter(|s| ns.is_none_or(|n| s.metadata.namespace.as_deref() == Some(n)))
+                .collect();
+            let mut rows = vec![["NAMESPACE", "NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"].map(String::from).to_vec()];
+            for sl in &all {
+                let ports: Vec<String> = sl.ports.iter().flatten().filter_map(|p| p.port.map(|n| n.to_string())).collect();
+                let eps: Vec<String> = sl
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+                        format!("{}{}", e.addresses.join(","), if ready { "" } else { "(not ready)" })
+                    })
+                    .collect();
+                rows.push(vec![
+                    sl.metadata.namespace.clone().unwrap_or_default(),
+                    sl.metadata.name.clone().unwrap_or_default(),
+                    sl.address_type.clone(),
+                    if ports.is_empty() { "<unset>".into() } else { ports.join(",") },
+                    if eps.is_empty() { "<none>".into() } else { eps.join(",") },
+                ]);
+            }
+            (all.iter().map(|s| with_kind("discovery.k8s.io/v1", "EndpointSlice", s)).collect(), rows)
+        }
+        other => bail!("unknown kind {other:?}: nodes, pods, namespaces, deployments, services, endpointslices"),
     };
     Ok(match out {
         Some(Output::Json) => serde_json::to_string_pretty(&list(objects))? + "\n",

@@ -68,6 +68,14 @@ enum Cmd {
     Get {
         /// Kind of object.
         kind: String,
+        /// One object's name (with --program).
+        name: Option<String>,
+        /// Show the Service's nftables program on a node (`get service NAME --program`).
+        #[arg(long)]
+        program: bool,
+        /// The node whose program to show (default: the first).
+        #[arg(long)]
+        node: Option<String>,
         /// Kubernetes namespace.
         #[arg(short = 'n', long)]
         namespace: Option<String>,
@@ -243,12 +251,32 @@ fn run(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Get {
             kind,
+            name,
+            program,
+            node,
             namespace,
             all_namespaces,
             output,
             cluster,
         } => {
             let (dir, state) = existing(&cluster)?;
+            if program {
+                let name = name.context(
+                    "--program needs a Service name: flatnet get service NAME --program",
+                )?;
+                let node = node.unwrap_or_else(|| state.nodes[0].name.clone());
+                print!(
+                    "{}",
+                    get::program(
+                        &dir,
+                        &state,
+                        namespace.as_deref().unwrap_or("default"),
+                        &name,
+                        &node
+                    )?
+                );
+                return Ok(0);
+            }
             let ns = if all_namespaces {
                 None
             } else {

@@ -69,7 +69,8 @@ struct Job {
     to_label: String,
     addr: SocketAddr,
     protocol: Protocol,
-    expect_pod: String,
+    /// Pods allowed to answer.
+    expect_pods: Vec<String>,
     expect_client: Option<IpAddr>,
 }
 
@@ -92,13 +93,18 @@ fn judge(job: &Job, r: &ProbeReport) -> (bool, String) {
     }
     let served = r.server.as_ref().map(|s| s.pod.as_str()).unwrap_or("");
     let client = r.client_address.clone().unwrap_or_default();
-    if served != job.expect_pod {
+    if !job.expect_pods.iter().any(|p| p == served) {
         return (
             false,
-            format!("answered by {served:?}, expected {:?}", job.expect_pod),
+            format!(
+                "answered by {served:?}, expected one of {:?}",
+                job.expect_pods
+            ),
         );
     }
-    if let Some(want) = job.expect_client {
+    // A pod reaching itself through its Service is masqueraded (hairpin), as in Kubernetes.
+    let hairpin = matches!(&job.from, Target::Pod { name, .. } if name == served);
+    if let Some(want) = job.expect_client.filter(|_| !hairpin) {
         if client != want.to_string() {
             return (
                 false,
@@ -149,7 +155,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                         to_label: format!("{} {dst_ip}", dst.key()),
                         addr: SocketAddr::new(*dst_ip, port),
                         protocol,
-                        expect_pod: dst.name.clone(),
+                        expect_pods: vec![dst.name.clone()],
                         expect_client: Some(src_ip.unwrap_or(*dst_ip)),
                     });
                 }
@@ -167,7 +173,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                             to_label: format!("{} {dst_ip}", dst.key()),
                             addr: SocketAddr::new(*dst_ip, port),
                             protocol,
-                            expect_pod: dst.name.clone(),
+                            expect_pods: vec![dst.name.clone()],
                             expect_client: None,
                         });
                     }
@@ -175,6 +181,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
             }
         }
     }
+    jobs.extend(service_jobs(state, &ips));
     let cluster = state.config.name.clone();
     let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>()));
     let rows = Arc::new(Mutex::new(Vec::new()));
@@ -217,4 +224,109 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
     Report {
         rows: rows.into_iter().map(|(_, r)| r).collect(),
     }
+}
+
+/// Guarantees 3 and 4: every pod reaches every Service's virtual IPs (and keeps its own
+/// source address); `external` reaches NodePorts on every node and LoadBalancer IPs.
+fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> {
+    use flatnet_controller::services::{is_headless, service_type};
+    let mut jobs = Vec::new();
+    for svc in &state.services {
+        let Some(spec) = &svc.spec else { continue };
+        if is_headless(spec) || service_type(spec) == "ExternalName" {
+            continue;
+        }
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let selector = spec.selector.clone().unwrap_or_default();
+        let backends: Vec<String> = state
+            .pods
+            .iter()
+            .filter(|p| p.namespace == ns && flatnet_controller::endpoints::selects(&selector, p))
+            .map(|p| p.name.clone())
+            .collect();
+        if backends.is_empty() {
+            continue;
+        }
+        let vips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|i| i.parse().ok())
+            .collect();
+        let lbs: Vec<IpAddr> = svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.as_ref()?.parse().ok())
+            .collect();
+        for sp in spec.ports.iter().flatten() {
+            let protocol = match sp.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => continue,
+            };
+            let job = |check: &str,
+                       from: Target,
+                       label: String,
+                       addr: SocketAddr,
+                       client: Option<IpAddr>| Job {
+                check: check.into(),
+                from,
+                to_label: label,
+                addr,
+                protocol,
+                expect_pods: backends.clone(),
+                expect_client: client,
+            };
+            for vip in &vips {
+                for src in &state.pods {
+                    let Some(client) = ips[&src.key()]
+                        .iter()
+                        .find(|i| i.is_ipv4() == vip.is_ipv4())
+                        .copied()
+                    else {
+                        continue;
+                    };
+                    let from = Target::Pod {
+                        namespace: src.namespace.clone(),
+                        name: src.name.clone(),
+                    };
+                    let addr = SocketAddr::new(*vip, sp.port as u16);
+                    jobs.push(job(
+                        "3 pod-to-service, ClusterIP",
+                        from,
+                        format!("service {ns}/{name} {vip}"),
+                        addr,
+                        Some(client),
+                    ));
+                }
+            }
+            if let Some(np) = sp.node_port {
+                for n in &state.nodes {
+                    let addr = SocketAddr::new(IpAddr::V4(n.ip), np as u16);
+                    let label = format!("service {ns}/{name} node/{} {}", n.name, n.ip);
+                    jobs.push(job(
+                        "4 external-to-service, NodePort",
+                        Target::External,
+                        label,
+                        addr,
+                        None,
+                    ));
+                }
+            }
+            for lb in &lbs {
+                let addr = SocketAddr::new(*lb, sp.port as u16);
+                jobs.push(job(
+                    "4 external-to-service, LoadBalancer",
+                    Target::External,
+                    format!("service {ns}/{name} {lb}"),
+                    addr,
+                    None,
+                ));
+            }
+        }
+    }
+    jobs
 }

@@ -324,6 +324,24 @@ impl Netlink {
         }
     }
 
+    /// Removes an address; a missing one is fine.
+    pub fn del_address(&self, index: u32, addr: IpNet) -> Result<()> {
+        let msgs: Vec<_> = self.run(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(addr.addr())
+                .execute()
+                .try_collect(),
+        )?;
+        for m in msgs {
+            self.run(self.handle.address().del(m).execute())
+                .with_context(|| format!("removing {addr} from link {index}"))?;
+        }
+        Ok(())
+    }
+
     /// Routes of the main table installed by flatnet (protocol [`ROUTE_PROTOCOL`]).
     pub fn own_routes(&self) -> Result<Vec<Route>> {
         let mut out = Vec::new();

@@ -4,6 +4,7 @@
 //! Dispatch is by verdict maps keyed on `address . protocol . port`, so the cost of finding a
 //! Service does not grow with the number of Services.
 
+pub mod announce;
 pub mod apply;
 pub mod flows;
 pub mod render;
