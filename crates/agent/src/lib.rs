@@ -377,19 +377,20 @@ impl Agent {
     /// node's reports make, and the LoadBalancer IPs this node announces. Applies only when
     /// the program changed (or a full resync is due).
     pub fn sync_services(&mut self, state: &State) -> Result<()> {
-        let statuses: BTreeMap<String, NodeStatus> = state
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), self.cfg.cluster.read_node_status(&n.name)))
-            .collect();
-        let slices = flatnet_controller::endpoints::slices(state, &statuses);
+        let slices = flatnet_controller::endpoints::slices_from(&self.cfg.cluster, state);
         let program =
             flatnet_proxy::program(&state.config, &state.services, &slices, &self.cfg.node);
         if self.applied_program.as_ref() != Some(&program) {
             flatnet_proxy::apply::apply(&program)?;
             self.applied_program = Some(program);
         }
-        self.announce(state, &slices)
+        self.announce(state, &slices)?;
+        let fp = flatnet_controller::endpoints::fingerprint(&slices);
+        if self.status.endpoints != fp {
+            self.status.endpoints = fp;
+            self.write_status()?;
+        }
+        Ok(())
     }
 
     /// Adds the LoadBalancer IPs this node answers for to its `eth0` (one node per IP, as a

@@ -59,6 +59,26 @@ fn seen<'a>(state: &'a State, statuses: &BTreeMap<String, NodeStatus>) -> Vec<Se
         .collect()
 }
 
+/// A short fingerprint of a set of slices, to tell whether a node programmed these.
+pub fn fingerprint(slices: &[EndpointSlice]) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_vec(slices).expect("serialisable");
+    Sha256::digest(&text)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The slices of `state` given its nodes' statuses as files in `dir` hold them.
+pub fn slices_from(dir: &flatnet_model::ClusterDir, state: &State) -> Vec<EndpointSlice> {
+    let statuses = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), dir.read_node_status(&n.name)))
+        .collect();
+    slices(state, &statuses)
+}
+
 /// EndpointSlices of every Service with a selector: one per address family and set of
 /// resolved ports, named `<service>-<ipv4|ipv6>[-<n>]`.
 pub fn slices(state: &State, statuses: &BTreeMap<String, NodeStatus>) -> Vec<EndpointSlice> {

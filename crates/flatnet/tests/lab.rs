@@ -1,104 +1,12 @@
 //! Whole lab clusters driven through the command line, as a user drives them.
 //! Each test has its own cluster name and state folder, and removes its cluster on drop.
 
+mod common;
+
+use common::{cluster_doc, Cluster};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const FLATNET: &str = env!("CARGO_BIN_EXE_flatnet");
-
-struct Cluster {
-    name: String,
-    state: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn named(tag: &str) -> Self {
-        Cluster {
-            name: format!("t{}{tag}", std::process::id()),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(FLATNET);
-        c.args(args)
-            .env("FLATNET_STATE_DIR", self.state.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut full: Vec<&str> = vec![args[0], "--cluster", &self.name];
-        full.extend(&args[1..]);
-        self.cmd(&full).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "flatnet {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn manifest(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.state.path().join(file);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn up(&self, text: &str) {
-        let f = self.manifest("up.yaml", text);
-        self.ok(&["up", "-f", f.to_str().unwrap()]);
-    }
-
-    fn pods(&self) -> Vec<Value> {
-        let v: Value =
-            serde_json::from_str(&self.ok(&["get", "pods", "-A", "-o", "json"])).unwrap();
-        v["items"].as_array().unwrap().clone()
-    }
-
-    fn check(&self) -> Value {
-        let out = self.run(&["check", "-o", "json"]);
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let failed: Vec<&Value> = report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["ok"] != true)
-            .collect();
-        assert!(
-            out.status.success() && failed.is_empty(),
-            "check failed: {failed:#?}"
-        );
-        report
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let prefix = format!("{}.", self.name);
-        std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
-
-fn cluster_doc(name: &str, spec: &str) -> String {
-    format!("apiVersion: flatnet.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {spec}\n---\n")
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 const WORKLOADS: &str = r#"
 apiVersion: v1

@@ -241,6 +241,9 @@ pub fn wait_synced(
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
+        // Every node must also have programmed the Services for the current endpoints.
+        let slices = flatnet_controller::endpoints::slices_from(dir, state);
+        let fp = flatnet_controller::endpoints::fingerprint(&slices);
         let mut done = true;
         let mut lines = Vec::new();
         for n in &state.nodes {
@@ -261,7 +264,7 @@ pub fn wait_synced(
                     }
                 }
             }
-            if st.generation < state.generation || running < pods.len() {
+            if st.generation < state.generation || running < pods.len() || st.endpoints != fp {
                 done = false;
             }
             let err = st

@@ -176,6 +176,9 @@ pub struct NodeStatus {
     pub network_ready: bool,
     /// Per pod, keyed `namespace/name`.
     pub pods: BTreeMap<String, PodStatus>,
+    /// Fingerprint of the EndpointSlices whose program the node has applied.
+    #[serde(default)]
+    pub endpoints: String,
     /// Last error, if the last sync failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -1,0 +1,267 @@
+//! Services in a lab cluster: ClusterIP, NodePort, LoadBalancer, affinity, balancing,
+//! traffic policies, rejection without endpoints, and refused bad Services.
+
+mod common;
+
+use common::{cluster_doc, Cluster};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: s}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: s}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}, {name: echo, containerPort: 9000, protocol: UDP}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: s}
+spec: {nodeName: node1, containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client2, namespace: s}
+spec: {nodeName: node2, containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: s}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}, {name: echo, port: 53, protocol: UDP, targetPort: echo}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: s}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: rr, namespace: s, annotations: {flatnet.dev/load-balancing: round-robin}}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: public, namespace: s}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: s}
+spec:
+  type: NodePort
+  selector: {app: nobody}
+  ports: [{name: t, port: 80}, {name: u, port: 81, protocol: UDP}]
+"#;
+
+fn probe(c: &Cluster, from: &str, to: &str, port: u16, extra: &[&str]) -> Value {
+    let port = port.to_string();
+    let mut args = vec![
+        "probe", "--from", from, "--to", to, "--port", &port, "-o", "json",
+    ];
+    args.extend(extra);
+    let out = c.run(&args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("probe printed {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn served(v: &Value) -> String {
+    assert_eq!(v["result"], "connected", "{v}");
+    v["server"]["pod"].as_str().unwrap().to_string()
+}
+
+fn service(c: &Cluster, name: &str) -> Value {
+    let v: Value =
+        serde_json::from_str(&c.ok(&["get", "services", "-n", "s", "-o", "json"])).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+fn pod_ip(c: &Cluster, name: &str) -> String {
+    c.pods()
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn services_end_to_end() {
+    let c = Cluster::named("svc");
+    c.up(&(cluster_doc(&c.name, "{nodes: 3}") + APP));
+    let web = service(&c, "web");
+    let ips: Vec<String> = web["spec"]["clusterIPs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), 2, "dual-stack ClusterIPs");
+
+    // ClusterIP from pods on two nodes reaches every ready endpoint, the server sees the pod's IP.
+    let client_ip = pod_ip(&c, "client");
+    let mut seen = BTreeSet::new();
+    for i in 0..30 {
+        let from = if i % 2 == 0 { "s/client" } else { "s/client2" };
+        let v = probe(&c, from, &ips[0], 80, &[]);
+        seen.insert(served(&v));
+        if from == "s/client" {
+            assert_eq!(
+                v["clientAddress"],
+                client_ip.as_str(),
+                "no SNAT inside the cluster"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 3, "all three endpoints answer: {seen:?}");
+    // IPv6 and UDP work as IPv4 and TCP do.
+    served(&probe(&c, "s/client", &ips[1], 80, &[]));
+    served(&probe(&c, "s/client", &ips[0], 53, &["--protocol", "udp"]));
+    served(&probe(&c, "s/client", &ips[1], 53, &["--protocol", "udp"]));
+
+    // ClientIP affinity keeps one client on one backend until the timeout.
+    let sticky = service(&c, "sticky")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = served(&probe(&c, "s/client", &sticky, 80, &[]));
+    for _ in 0..8 {
+        assert_eq!(served(&probe(&c, "s/client", &sticky, 80, &[])), first);
+    }
+
+    // Round robin: three consecutive connections reach three different backends.
+    let rr = service(&c, "rr")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let turns: BTreeSet<String> = (0..3)
+        .map(|_| served(&probe(&c, "s/client", &rr, 80, &[])))
+        .collect();
+    assert_eq!(turns.len(), 3, "{turns:?}");
+
+    // NodePort on every node and the LoadBalancer IP, from outside.
+    let public = service(&c, "public");
+    let lb = public["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(lb, "192.168.1.200");
+    for node in ["node/node1", "node/node2", "node/node3"] {
+        served(&probe(&c, "external", node, 30080, &[]));
+    }
+    served(&probe(&c, "external", &lb, 80, &[]));
+
+    // No endpoints: refused at once, TCP and UDP, never a timeout.
+    let empty = service(&c, "empty")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (port, proto) in [(80, "tcp"), (81, "udp")] {
+        let start = Instant::now();
+        let v = probe(
+            &c,
+            "s/client",
+            &empty,
+            port,
+            &["--protocol", proto, "--timeout", "3"],
+        );
+        assert_eq!(v["result"], "refused", "{proto}: {v}");
+        assert!(
+            start.elapsed().as_secs_f64() < 1.5,
+            "{proto} refused within a second"
+        );
+    }
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_client_ip() {
+    let c = Cluster::named("etp");
+    let text = cluster_doc(&c.name, "{nodes: 3}")
+        + r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: only, labels: {app: only}}
+spec: {nodeName: node2, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: only}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30090}]
+"#;
+    c.up(&text);
+    // The node with the endpoint answers and the pod sees the external client's own address.
+    let v = probe(&c, "external", "node/node2", 30090, &[]);
+    assert_eq!(served(&v), "only");
+    assert_eq!(v["clientAddress"], "192.168.1.254");
+    // The LoadBalancer IP is announced by that node, so it preserves the client too.
+    let v = probe(&c, "external", "192.168.1.200", 80, &[]);
+    assert_eq!(v["clientAddress"], "192.168.1.254");
+    // Nodes without a local endpoint do not answer.
+    let v = probe(&c, "external", "node/node1", 30090, &["--timeout", "1"]);
+    assert_ne!(v["result"], "connected", "{v}");
+}
+
+#[test]
+fn bad_services_are_refused_and_nothing_changes() {
+    let c = Cluster::named("badsvc");
+    c.up(&(cluster_doc(&c.name, "{nodes: 1}") + "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30500}]}\n"));
+    let before = c.ok(&["get", "services", "-A", "-o", "json"]);
+    for (text, want) in [
+        (
+            "spec: {ports: [{port: 70000}]}",
+            "spec.ports[0].port: 70000 is not a port",
+        ),
+        (
+            "spec: {type: NodePort, ports: [{port: 80, nodePort: 30500}]}",
+            "spec.ports[0].nodePort: 30500 is already allocated",
+        ),
+        (
+            "spec: {clusterIP: 10.99.0.1, ports: [{port: 80}]}",
+            "spec.clusterIP: 10.99.0.1 is not in the service range 10.43.0.0/16",
+        ),
+    ] {
+        let f = c.manifest(
+            "bad.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: b}}\n{text}\n"),
+        );
+        let out = c.run(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("bad.yaml: Service/default/b: {want}")),
+            "{err}"
+        );
+        assert_eq!(c.ok(&["get", "services", "-A", "-o", "json"]), before);
+    }
+}
