@@ -55,6 +55,8 @@ pub struct Agent {
     applied_program: Option<String>,
     /// LoadBalancer IPs this node announces.
     announced: Vec<IpAddr>,
+    /// The Service flows last programmed.
+    flows: Vec<flatnet_proxy::flows::Flow>,
 }
 
 impl Agent {
@@ -67,6 +69,7 @@ impl Agent {
             prepared: false,
             applied_program: None,
             announced: Vec::new(),
+            flows: Vec::new(),
         }
     }
 
@@ -378,11 +381,21 @@ impl Agent {
     /// the program changed (or a full resync is due).
     pub fn sync_services(&mut self, state: &State) -> Result<()> {
         let slices = flatnet_controller::endpoints::slices_from(&self.cfg.cluster, state);
-        let program =
-            flatnet_proxy::program(&state.config, &state.services, &slices, &self.cfg.node);
+        let (program, flows) = flatnet_proxy::program_and_flows(
+            &state.config,
+            &state.services,
+            &slices,
+            &self.cfg.node,
+        );
         if self.applied_program.as_ref() != Some(&program) {
             flatnet_proxy::apply::apply(&program)?;
             self.applied_program = Some(program);
+            // UDP entries pointing at gone endpoints (or at a reject) would black-hole clients.
+            let stale = flatnet_proxy::conntrack::stale(&self.flows, &flows);
+            if let Err(e) = flatnet_proxy::conntrack::flush(&stale) {
+                tracing::warn!("{e:#}");
+            }
+            self.flows = flows;
         }
         self.announce(state, &slices)?;
         let fp = flatnet_controller::endpoints::fingerprint(&slices);

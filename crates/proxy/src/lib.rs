@@ -6,6 +6,7 @@
 
 pub mod announce;
 pub mod apply;
+pub mod conntrack;
 pub mod flows;
 pub mod render;
 
@@ -20,12 +21,23 @@ pub fn program(
     slices: &[EndpointSlice],
     node: &str,
 ) -> String {
+    program_and_flows(config, services, slices, node).0
+}
+
+/// The table of node `node` and the flows it was made from.
+pub fn program_and_flows(
+    config: &ClusterConfig,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &str,
+) -> (String, Vec<flows::Flow>) {
     let flows = flows::flows(services, slices, node);
-    render::render(
+    let text = render::render(
         &flows,
         &render::Ranges {
             pod_cidrs: &config.pod_cidrs,
             service_cidrs: &config.service_cidrs,
         },
-    )
+    );
+    (text, flows)
 }
