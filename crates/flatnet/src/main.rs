@@ -376,12 +376,12 @@ fn run(cmd: Cmd) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "{:<44} {:>7}  RESULT",
+                    "{:<46} {:>7}  RESULT",
                     "GUARANTEE / PATH / PROTOCOL / FAMILY", "PASSED"
                 );
                 for (k, ok, all) in report.summary() {
                     println!(
-                        "{k:<44} {:>7}  {}",
+                        "{k:<46} {:>7}  {}",
                         format!("{ok}/{all}"),
                         if ok == all { "ok" } else { "FAIL" }
                     );

@@ -48,7 +48,7 @@ impl Report {
         for r in &self.rows {
             let e = m
                 .entry(format!(
-                    "{:<34} {:<4} {}",
+                    "{:<36} {:<4} {}",
                     r.check,
                     r.protocol.to_string(),
                     r.family
