@@ -51,8 +51,8 @@ pub struct Agent {
     pods: BTreeMap<String, RunningPod>,
     status: NodeStatus,
     prepared: bool,
-    /// The nftables program last applied; `None` forces a full apply.
-    applied_program: Option<String>,
+    /// The nftables program last applied; `None` forces a full sync.
+    applied_program: Option<flatnet_proxy::render::Program>,
     /// LoadBalancer IPs this node announces.
     announced: Vec<IpAddr>,
     /// The Service flows last programmed.
@@ -381,22 +381,26 @@ impl Agent {
     /// the program changed (or a full resync is due).
     pub fn sync_services(&mut self, state: &State) -> Result<()> {
         let slices = flatnet_controller::endpoints::slices_from(&self.cfg.cluster, state);
-        let (program, flows) = flatnet_proxy::program_and_flows(
-            &state.config,
-            &state.services,
-            &slices,
-            &self.cfg.node,
-        );
-        if self.applied_program.as_ref() != Some(&program) {
-            flatnet_proxy::apply::apply(&program)?;
-            self.applied_program = Some(program);
+        let (program, flows) =
+            flatnet_proxy::build(&state.config, &state.services, &slices, &self.cfg.node);
+        let changed = match &self.applied_program {
+            // Partial sync: only what changed since the last program.
+            Some(old) => flatnet_proxy::apply::update(old, &program)?,
+            // Full sync at start, after a failure and on every resync (drift is repaired).
+            None => {
+                flatnet_proxy::apply::replace(&program)?;
+                true
+            }
+        };
+        self.applied_program = Some(program);
+        if changed {
             // UDP entries pointing at gone endpoints (or at a reject) would black-hole clients.
             let stale = flatnet_proxy::conntrack::stale(&self.flows, &flows);
             if let Err(e) = flatnet_proxy::conntrack::flush(&stale) {
                 tracing::warn!("{e:#}");
             }
-            self.flows = flows;
         }
+        self.flows = flows;
         self.announce(state, &slices)?;
         let fp = flatnet_controller::endpoints::fingerprint(&slices);
         if self.status.endpoints != fp {

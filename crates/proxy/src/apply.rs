@@ -1,6 +1,6 @@
-//! Applies a rendered table with one `nft -f` transaction in the caller's namespace.
+//! Applies programs with `nft -f` in the caller's namespace, one transaction each.
 
-use crate::render::TABLE;
+use crate::render::{Program, TABLE};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -35,25 +35,29 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-/// Replaces flatnet's table with `ruleset` atomically: the old table is deleted and the new
+/// Full sync: replaces flatnet's table with `program`. The old table is deleted and the new
 /// one defined in the same transaction, so no packet sees a half-made table. Conntrack
 /// entries are untouched: established connections keep their translation.
-pub fn apply(ruleset: &str) -> Result<()> {
-    let text = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}");
+pub fn replace(program: &Program) -> Result<()> {
+    let text = format!(
+        "table inet {TABLE}\ndelete table inet {TABLE}\n{}",
+        program.text()
+    );
     nft(&["-f", "-"], Some(&text)).map(|_| ())
 }
 
-/// Checks `ruleset` without applying it.
-pub fn check(ruleset: &str) -> Result<()> {
-    nft(&["-c", "-f", "-"], Some(ruleset)).map(|_| ())
+/// Partial sync: changes the kernel's table from `old` to `new` with only the commands the
+/// difference needs, in one transaction. Returns whether anything was sent.
+pub fn update(old: &Program, new: &Program) -> Result<bool> {
+    let batch = old.diff(new);
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    nft(&["-f", "-"], Some(&batch))?;
+    Ok(true)
 }
 
 /// Whether flatnet's table exists (drift detection: someone may have deleted it).
 pub fn exists() -> bool {
     nft(&["list", "table", "inet", TABLE], None).is_ok()
-}
-
-/// The table as the kernel has it.
-pub fn list() -> Result<String> {
-    nft(&["list", "table", "inet", TABLE], None)
 }

@@ -1,5 +1,6 @@
 //! Services on nftables: kube-proxy's nftables mode as a pure function of Services and
-//! EndpointSlices ([`flows`] then [`render`]), applied as one atomic `nft -f` transaction.
+//! EndpointSlices ([`flows`] then [`render`]), applied in one atomic `nft -f` transaction:
+//! the whole table on a full sync, only what changed on a partial one.
 //!
 //! Dispatch is by verdict maps keyed on `address . protocol . port`, so the cost of finding a
 //! Service does not grow with the number of Services.
@@ -13,31 +14,32 @@ pub mod render;
 use flatnet_model::ClusterConfig;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use render::Program;
 
-/// The whole nftables table of node `node`.
+/// The whole nftables table of node `node`, as text.
 pub fn program(
     config: &ClusterConfig,
     services: &[Service],
     slices: &[EndpointSlice],
     node: &str,
 ) -> String {
-    program_and_flows(config, services, slices, node).0
+    build(config, services, slices, node).0.text()
 }
 
-/// The table of node `node` and the flows it was made from.
-pub fn program_and_flows(
+/// The program of node `node` and the flows it was made from.
+pub fn build(
     config: &ClusterConfig,
     services: &[Service],
     slices: &[EndpointSlice],
     node: &str,
-) -> (String, Vec<flows::Flow>) {
+) -> (Program, Vec<flows::Flow>) {
     let flows = flows::flows(services, slices, node);
-    let text = render::render(
+    let program = render::build(
         &flows,
         &render::Ranges {
             pod_cidrs: &config.pod_cidrs,
             service_cidrs: &config.service_cidrs,
         },
     );
-    (text, flows)
+    (program, flows)
 }

@@ -1,10 +1,15 @@
 //! Flows to one nftables table: dispatch by verdict maps keyed on address . protocol . port,
 //! a chain per Service port and per endpoint, as kube-proxy's nftables mode lays it out.
+//!
+//! The table is held as a [`Program`]: fixed declarations, set and map elements, and chains
+//! with their rules. [`Program::text`] is the whole table (a full sync); [`Program::diff`]
+//! is the smallest batch of `nft` commands that turns one program into another (a partial
+//! sync), so a change costs in proportion to what changed, not to the number of Services.
 
 use crate::flows::{Algorithm, Backend, Flow};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// The table flatnet owns in each node's namespace.
@@ -20,294 +25,63 @@ pub struct Ranges<'a> {
     pub service_cidrs: &'a [IpNet],
 }
 
-fn fam(v4: bool) -> &'static str {
-    if v4 {
-        "v4"
-    } else {
-        "v6"
-    }
+/// One node's table, structured for diffing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    /// Elements of each set and map, by its name.
+    pub elements: BTreeMap<String, BTreeSet<String>>,
+    /// Sets made per endpoint (ClientIP affinity): name to declaration body.
+    pub dynamic_sets: BTreeMap<String, String>,
+    /// Per-Service and per-endpoint chains: name to rules.
+    pub chains: BTreeMap<String, Vec<String>>,
 }
 
-fn ipkw(v4: bool) -> &'static str {
-    if v4 {
-        "ip"
-    } else {
-        "ip6"
-    }
-}
-
-fn hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn chain(kind: &str, f: &Flow) -> String {
-    format!(
-        "{kind}-{}-{}",
-        hash(&format!("{}/{}", f.id, fam(f.v4))),
-        f.id
-    )
-}
-
-fn ep_chain(f: &Flow, b: &Backend) -> String {
-    format!(
-        "ep-{}",
-        hash(&format!("{}/{}/{}/{}", f.id, fam(f.v4), b.ip, b.port))
-    )
-}
-
-fn addr(ip: &IpAddr) -> String {
-    ip.to_string()
-}
-
-fn dnat_target(b: &Backend) -> String {
-    match b.ip {
-        IpAddr::V4(v) => format!("{v}:{}", b.port),
-        IpAddr::V6(v) => format!("[{v}]:{}", b.port),
-    }
-}
-
-fn elements(items: &[String]) -> String {
-    if items.is_empty() {
-        String::new()
-    } else {
-        format!(" elements = {{ {} }}", items.join(", "))
-    }
-}
-
-/// Balances over `backends` (already non-empty) by `algorithm`.
-fn balance(s: &mut String, f: &Flow, backends: &[&Backend]) {
-    if backends.len() == 1 {
-        writeln!(s, "\t\tgoto {}", ep_chain(f, backends[0])).unwrap();
-        return;
-    }
-    let gen = match f.algorithm {
-        Algorithm::Random => "random",
-        Algorithm::RoundRobin => "inc",
-    };
-    let arms: Vec<String> = backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("{i} : goto {}", ep_chain(f, b)))
-        .collect();
-    writeln!(
-        s,
-        "\t\tnumgen {gen} mod {} vmap {{ {} }}",
-        backends.len(),
-        arms.join(", ")
-    )
-    .unwrap();
-}
-
-/// Renders the whole table for one node. Applying it replaces the table atomically.
-pub fn render(flows: &[Flow], ranges: &Ranges) -> String {
-    let mut s = String::new();
-    let mut svc_ips = [Vec::new(), Vec::new()];
-    let mut svc_ports = [Vec::new(), Vec::new()];
-    let mut nodeports = [Vec::new(), Vec::new()];
-    let mut no_ep = [Vec::new(), Vec::new()];
-    let mut no_ep_nodeports = [Vec::new(), Vec::new()];
-    let mut cluster_ips = [Vec::new(), Vec::new()];
-    let mut chains = String::new();
-    let mut affinity_sets = Vec::new();
-    for f in flows {
-        let i = usize::from(!f.v4);
-        let ip = ipkw(f.v4);
-        let svc = chain("svc", f);
-        let ext = chain("ext", f);
-        let entry = |vip: &IpAddr, target: &str| {
-            format!("{} . {} . {} : goto {target}", addr(vip), f.proto, f.port)
-        };
-        let key = |vip: &IpAddr| format!("{} . {} . {}", addr(vip), f.proto, f.port);
-        if let Some(vip) = &f.cluster_ip {
-            cluster_ips[i].push(addr(vip));
-        }
-        let externals: Vec<&IpAddr> = f.external_ips.iter().chain(f.lb_ips.iter()).collect();
-        if f.backends.is_empty() {
-            // No endpoint: reject at once (TCP reset, ICMP port unreachable), never time out.
-            for vip in f.cluster_ip.iter().chain(externals.iter().copied()) {
-                no_ep[i].push(entry(vip, "reject-service"));
-                svc_ports[i].push(key(vip));
-            }
-            if let Some(np) = f.node_port {
-                no_ep_nodeports[i].push(format!("{} . {np} : goto reject-service", f.proto));
-            }
-            continue;
-        }
-        if let Some(vip) = &f.cluster_ip {
-            svc_ips[i].push(entry(vip, &svc));
-            svc_ports[i].push(key(vip));
-        }
-        // The cluster-facing chain.
-        writeln!(chains, "\tchain {svc} {{").unwrap();
-        writeln!(
-            chains,
-            "\t\t{ip} saddr != @pod-cidrs-{} jump mark-for-masquerade",
-            fam(f.v4)
-        )
-        .unwrap();
-        let cluster_backends: Vec<&Backend> = f
-            .backends
-            .iter()
-            .filter(|b| !f.internal_local || b.local)
-            .collect();
-        if cluster_backends.is_empty() {
-            writeln!(chains, "\t\tdrop").unwrap();
-        } else {
-            if f.affinity.is_some() {
-                for b in &cluster_backends {
-                    let set = format!("aff-{}", &ep_chain(f, b)[3..]);
-                    writeln!(chains, "\t\t{ip} saddr @{set} goto {}", ep_chain(f, b)).unwrap();
-                }
-            }
-            balance(&mut chains, f, &cluster_backends);
-        }
-        writeln!(chains, "\t}}").unwrap();
-        // The entry from outside: NodePort, LoadBalancer and external IPs.
-        let has_external = f.node_port.is_some() || !externals.is_empty();
-        if has_external {
-            writeln!(chains, "\tchain {ext} {{").unwrap();
-            if f.external_local {
-                writeln!(chains, "\t\t{ip} saddr @pod-cidrs-{} goto {svc}", fam(f.v4)).unwrap();
-                writeln!(chains, "\t\tfib saddr type local jump mark-for-masquerade").unwrap();
-                writeln!(chains, "\t\tfib saddr type local goto {svc}").unwrap();
-                let local: Vec<&Backend> = f.backends.iter().filter(|b| b.local).collect();
-                if local.is_empty() {
-                    writeln!(chains, "\t\tdrop").unwrap();
-                } else {
-                    balance(&mut chains, f, &local);
-                }
-            } else {
-                writeln!(chains, "\t\tjump mark-for-masquerade").unwrap();
-                writeln!(chains, "\t\tgoto {svc}").unwrap();
-            }
-            writeln!(chains, "\t}}").unwrap();
-            if let Some(np) = f.node_port {
-                nodeports[i].push(format!("{} . {np} : goto {ext}", f.proto));
-            }
-            let target = if f.source_ranges.is_empty() {
-                ext.clone()
-            } else {
-                let fw = chain("fw", f);
-                let allowed: Vec<String> = f.source_ranges.iter().map(|r| r.to_string()).collect();
-                writeln!(chains, "\tchain {fw} {{").unwrap();
-                writeln!(
-                    chains,
-                    "\t\t{ip} saddr != {{ {} }} drop",
-                    allowed.join(", ")
-                )
-                .unwrap();
-                writeln!(chains, "\t\tgoto {ext}").unwrap();
-                writeln!(chains, "\t}}").unwrap();
-                fw
-            };
-            for vip in &f.lb_ips {
-                svc_ips[i].push(entry(vip, &target));
-                svc_ports[i].push(key(vip));
-            }
-            for vip in &f.external_ips {
-                svc_ips[i].push(entry(vip, &ext));
-                svc_ports[i].push(key(vip));
-            }
-        }
-        // One chain per endpoint.
-        for b in &f.backends {
-            let ep = ep_chain(f, b);
-            writeln!(chains, "\tchain {ep} {{").unwrap();
-            writeln!(
-                chains,
-                "\t\t{ip} saddr {} jump mark-for-masquerade",
-                addr(&b.ip)
-            )
-            .unwrap();
-            if let Some(t) = f.affinity {
-                let set = format!("aff-{}", &ep[3..]);
-                affinity_sets.push(format!(
-                    "\tset {set} {{ type {}_addr; flags dynamic,timeout; timeout {t}s; }}",
-                    if f.v4 { "ipv4" } else { "ipv6" }
-                ));
-                writeln!(chains, "\t\tupdate @{set} {{ {ip} saddr }}").unwrap();
-            }
-            writeln!(
-                chains,
-                "\t\tmeta l4proto {} dnat {ip} to {}",
-                f.proto,
-                dnat_target(b)
-            )
-            .unwrap();
-            writeln!(chains, "\t}}").unwrap();
-        }
-    }
-
-    writeln!(s, "table inet {TABLE} {{").unwrap();
+/// Sets and maps every table has: name and declaration body (without elements).
+fn declarations() -> Vec<(String, String)> {
+    let mut d = Vec::new();
     for v4 in [true, false] {
-        let i = usize::from(!v4);
         let f = fam(v4);
         let t = if v4 { "ipv4_addr" } else { "ipv6_addr" };
-        let pods: Vec<String> = ranges
-            .pod_cidrs
-            .iter()
-            .filter(|c| c.addr().is_ipv4() == v4)
-            .map(|c| c.to_string())
-            .collect();
-        let svcs: Vec<String> = ranges
-            .service_cidrs
-            .iter()
-            .filter(|c| c.addr().is_ipv4() == v4)
-            .map(|c| c.to_string())
-            .collect();
-        writeln!(
-            s,
-            "\tset pod-cidrs-{f} {{ type {t}; flags interval;{} }}",
-            elements(&pods)
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "\tset service-cidrs-{f} {{ type {t}; flags interval;{} }}",
-            elements(&svcs)
-        )
-        .unwrap();
-        cluster_ips[i].sort();
-        cluster_ips[i].dedup();
-        writeln!(
-            s,
-            "\tset cluster-ips-{f} {{ type {t};{} }}",
-            elements(&cluster_ips[i])
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "\tset service-ports-{f} {{ type {t} . inet_proto . inet_service;{} }}",
-            elements(&svc_ports[i])
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "\tmap service-ips-{f} {{ type {t} . inet_proto . inet_service : verdict;{} }}",
-            elements(&svc_ips[i])
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "\tmap service-nodeports-{f} {{ type inet_proto . inet_service : verdict;{} }}",
-            elements(&nodeports[i])
-        )
-        .unwrap();
-        writeln!(s, "\tmap no-endpoint-services-{f} {{ type {t} . inet_proto . inet_service : verdict;{} }}", elements(&no_ep[i])).unwrap();
-        writeln!(
-            s,
-            "\tmap no-endpoint-nodeports-{f} {{ type inet_proto . inet_service : verdict;{} }}",
-            elements(&no_ep_nodeports[i])
-        )
-        .unwrap();
+        d.push((
+            format!("pod-cidrs-{f}"),
+            format!("type {t}; flags interval;"),
+        ));
+        d.push((
+            format!("service-cidrs-{f}"),
+            format!("type {t}; flags interval;"),
+        ));
+        d.push((format!("cluster-ips-{f}"), format!("type {t};")));
+        d.push((
+            format!("service-ports-{f}"),
+            format!("type {t} . inet_proto . inet_service;"),
+        ));
+        d.push((
+            format!("service-ips-{f}"),
+            format!("type {t} . inet_proto . inet_service : verdict;"),
+        ));
+        d.push((
+            format!("service-nodeports-{f}"),
+            "type inet_proto . inet_service : verdict;".to_string(),
+        ));
+        d.push((
+            format!("no-endpoint-services-{f}"),
+            format!("type {t} . inet_proto . inet_service : verdict;"),
+        ));
+        d.push((
+            format!("no-endpoint-nodeports-{f}"),
+            "type inet_proto . inet_service : verdict;".to_string(),
+        ));
     }
-    for a in &affinity_sets {
-        writeln!(s, "{a}").unwrap();
-    }
-    s.push_str(&format!(
+    d
+}
+
+fn is_map(decl: &str) -> bool {
+    decl.contains(": verdict")
+}
+
+/// Chains every table has, with hooks; they dispatch into the per-Service chains.
+fn fixed_chains() -> String {
+    format!(
         r#"	chain filter-prerouting {{
 		type filter hook prerouting priority -110; policy accept;
 		ct state new jump service-checks
@@ -357,8 +131,353 @@ pub fn render(flows: &[Flow], ranges: &Ranges) -> String {
 		fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @service-nodeports-v6
 	}}
 "#
-    ));
-    s.push_str(&chains);
-    s.push_str("}\n");
-    s
+    )
+}
+
+fn fam(v4: bool) -> &'static str {
+    if v4 {
+        "v4"
+    } else {
+        "v6"
+    }
+}
+
+fn ipkw(v4: bool) -> &'static str {
+    if v4 {
+        "ip"
+    } else {
+        "ip6"
+    }
+}
+
+fn hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn chain(kind: &str, f: &Flow) -> String {
+    format!(
+        "{kind}-{}-{}",
+        hash(&format!("{}/{}", f.id, fam(f.v4))),
+        f.id
+    )
+}
+
+fn ep_chain(f: &Flow, b: &Backend) -> String {
+    format!(
+        "ep-{}",
+        hash(&format!("{}/{}/{}/{}", f.id, fam(f.v4), b.ip, b.port))
+    )
+}
+
+fn dnat_target(b: &Backend) -> String {
+    match b.ip {
+        IpAddr::V4(v) => format!("{v}:{}", b.port),
+        IpAddr::V6(v) => format!("[{v}]:{}", b.port),
+    }
+}
+
+/// The rule that spreads over `backends` (non-empty) by the flow's algorithm.
+fn balance(f: &Flow, backends: &[&Backend]) -> String {
+    if backends.len() == 1 {
+        return format!("goto {}", ep_chain(f, backends[0]));
+    }
+    let gen = match f.algorithm {
+        Algorithm::Random => "random",
+        Algorithm::RoundRobin => "inc",
+    };
+    let arms: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : goto {}", ep_chain(f, b)))
+        .collect();
+    format!(
+        "numgen {gen} mod {} vmap {{ {} }}",
+        backends.len(),
+        arms.join(", ")
+    )
+}
+
+impl Program {
+    fn element(&mut self, set: String, e: String) {
+        self.elements.entry(set).or_default().insert(e);
+    }
+
+    fn add_flow(&mut self, f: &Flow) {
+        let fm = fam(f.v4);
+        let ip = ipkw(f.v4);
+        let svc = chain("svc", f);
+        let ext = chain("ext", f);
+        let key = |vip: &IpAddr| format!("{vip} . {} . {}", f.proto, f.port);
+        let externals: Vec<IpAddr> = f.external_ips.iter().chain(&f.lb_ips).copied().collect();
+        if let Some(vip) = &f.cluster_ip {
+            self.element(format!("cluster-ips-{fm}"), vip.to_string());
+        }
+        for vip in f.cluster_ip.iter().chain(&externals) {
+            self.element(format!("service-ports-{fm}"), key(vip));
+        }
+        if f.backends.is_empty() {
+            // No endpoint: reject at once (TCP reset, ICMP port unreachable), never time out.
+            for vip in f.cluster_ip.iter().chain(&externals) {
+                self.element(
+                    format!("no-endpoint-services-{fm}"),
+                    format!("{} : goto reject-service", key(vip)),
+                );
+            }
+            if let Some(np) = f.node_port {
+                self.element(
+                    format!("no-endpoint-nodeports-{fm}"),
+                    format!("{} . {np} : goto reject-service", f.proto),
+                );
+            }
+            return;
+        }
+        if let Some(vip) = &f.cluster_ip {
+            self.element(
+                format!("service-ips-{fm}"),
+                format!("{} : goto {svc}", key(vip)),
+            );
+        }
+        // The cluster-facing chain.
+        let mut rules = vec![format!(
+            "{ip} saddr != @pod-cidrs-{fm} jump mark-for-masquerade"
+        )];
+        let cluster_backends: Vec<&Backend> = f
+            .backends
+            .iter()
+            .filter(|b| !f.internal_local || b.local)
+            .collect();
+        if cluster_backends.is_empty() {
+            rules.push("drop".into());
+        } else {
+            if f.affinity.is_some() {
+                for b in &cluster_backends {
+                    let ep = ep_chain(f, b);
+                    rules.push(format!("{ip} saddr @aff-{} goto {ep}", &ep[3..]));
+                }
+            }
+            rules.push(balance(f, &cluster_backends));
+        }
+        self.chains.insert(svc.clone(), rules);
+        // The entry from outside: NodePort, LoadBalancer and external IPs.
+        if f.node_port.is_some() || !externals.is_empty() {
+            let mut rules = Vec::new();
+            if f.external_local {
+                rules.push(format!("{ip} saddr @pod-cidrs-{fm} goto {svc}"));
+                rules.push("fib saddr type local jump mark-for-masquerade".into());
+                rules.push(format!("fib saddr type local goto {svc}"));
+                let local: Vec<&Backend> = f.backends.iter().filter(|b| b.local).collect();
+                rules.push(if local.is_empty() {
+                    "drop".into()
+                } else {
+                    balance(f, &local)
+                });
+            } else {
+                rules.push("jump mark-for-masquerade".into());
+                rules.push(format!("goto {svc}"));
+            }
+            self.chains.insert(ext.clone(), rules);
+            if let Some(np) = f.node_port {
+                self.element(
+                    format!("service-nodeports-{fm}"),
+                    format!("{} . {np} : goto {ext}", f.proto),
+                );
+            }
+            let lb_target = if f.source_ranges.is_empty() {
+                ext.clone()
+            } else {
+                let fw = chain("fw", f);
+                let allowed: Vec<String> = f.source_ranges.iter().map(|r| r.to_string()).collect();
+                self.chains.insert(
+                    fw.clone(),
+                    vec![
+                        format!("{ip} saddr != {{ {} }} drop", allowed.join(", ")),
+                        format!("goto {ext}"),
+                    ],
+                );
+                fw
+            };
+            for vip in &f.lb_ips {
+                self.element(
+                    format!("service-ips-{fm}"),
+                    format!("{} : goto {lb_target}", key(vip)),
+                );
+            }
+            for vip in &f.external_ips {
+                self.element(
+                    format!("service-ips-{fm}"),
+                    format!("{} : goto {ext}", key(vip)),
+                );
+            }
+        }
+        // One chain per endpoint.
+        for b in &f.backends {
+            let ep = ep_chain(f, b);
+            let mut rules = vec![format!("{ip} saddr {} jump mark-for-masquerade", b.ip)];
+            if let Some(t) = f.affinity {
+                let set = format!("aff-{}", &ep[3..]);
+                self.dynamic_sets.insert(
+                    set.clone(),
+                    format!(
+                        "type {}_addr; flags dynamic,timeout; timeout {t}s;",
+                        if f.v4 { "ipv4" } else { "ipv6" }
+                    ),
+                );
+                rules.push(format!("update @{set} {{ {ip} saddr }}"));
+            }
+            rules.push(format!(
+                "meta l4proto {} dnat {ip} to {}",
+                f.proto,
+                dnat_target(b)
+            ));
+            self.chains.insert(ep, rules);
+        }
+    }
+
+    /// The whole table, as `nft -f` takes it.
+    pub fn text(&self) -> String {
+        let mut s = format!("table inet {TABLE} {{\n");
+        for (name, decl) in declarations() {
+            let kind = if is_map(&decl) { "map" } else { "set" };
+            let els = self.elements.get(&name).filter(|e| !e.is_empty());
+            let els = els
+                .map(|e| {
+                    format!(
+                        " elements = {{ {} }}",
+                        e.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .unwrap_or_default();
+            s.push_str(&format!("\t{kind} {name} {{ {decl}{els} }}\n"));
+        }
+        for (name, decl) in &self.dynamic_sets {
+            s.push_str(&format!("\tset {name} {{ {decl} }}\n"));
+        }
+        s.push_str(&fixed_chains());
+        for (name, rules) in &self.chains {
+            s.push_str(&format!("\tchain {name} {{\n"));
+            for r in rules {
+                s.push_str(&format!("\t\t{r}\n"));
+            }
+            s.push_str("\t}\n");
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// The `nft` commands that turn the kernel's table from `self` into `new`, as one batch
+    /// (one transaction). Empty when nothing changed.
+    pub fn diff(&self, new: &Program) -> String {
+        let mut out = Vec::new();
+        let t = format!("inet {TABLE}");
+        // 1. New sets and chains exist before anything refers to them.
+        for (name, decl) in new
+            .dynamic_sets
+            .iter()
+            .filter(|(n, _)| !self.dynamic_sets.contains_key(*n))
+        {
+            out.push(format!("add set {t} {name} {{ {decl} }}"));
+        }
+        for name in new.chains.keys().filter(|n| !self.chains.contains_key(*n)) {
+            out.push(format!("add chain {t} {name}"));
+        }
+        // 2. Changed and new chains get their rules.
+        for (name, rules) in &new.chains {
+            match self.chains.get(name) {
+                Some(old) if old == rules => continue,
+                Some(_) => out.push(format!("flush chain {t} {name}")),
+                None => {}
+            }
+            for r in rules {
+                out.push(format!("add rule {t} {name} {r}"));
+            }
+        }
+        // 3. Elements: the gone ones out, the new ones in.
+        let empty = BTreeSet::new();
+        let names: BTreeSet<&String> = self.elements.keys().chain(new.elements.keys()).collect();
+        for name in &names {
+            let old = self.elements.get(*name).unwrap_or(&empty);
+            let now = new.elements.get(*name).unwrap_or(&empty);
+            let gone: Vec<&String> = old.difference(now).collect();
+            if !gone.is_empty() {
+                // Deleting a map element names its key only.
+                let keys: Vec<&str> = gone
+                    .iter()
+                    .map(|e| e.split(" : ").next().unwrap_or(e))
+                    .collect();
+                out.push(format!(
+                    "delete element {t} {name} {{ {} }}",
+                    keys.join(", ")
+                ));
+            }
+        }
+        for name in &names {
+            let old = self.elements.get(*name).unwrap_or(&empty);
+            let now = new.elements.get(*name).unwrap_or(&empty);
+            let added: Vec<&String> = now.difference(old).collect();
+            if !added.is_empty() {
+                out.push(format!(
+                    "add element {t} {name} {{ {} }}",
+                    added
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        // 4. Gone chains: emptied first (they may jump to each other), then deleted.
+        let gone: Vec<&String> = self
+            .chains
+            .keys()
+            .filter(|n| !new.chains.contains_key(*n))
+            .collect();
+        for name in &gone {
+            out.push(format!("flush chain {t} {name}"));
+        }
+        for name in &gone {
+            out.push(format!("delete chain {t} {name}"));
+        }
+        for name in self
+            .dynamic_sets
+            .keys()
+            .filter(|n| !new.dynamic_sets.contains_key(*n))
+        {
+            out.push(format!("delete set {t} {name}"));
+        }
+        if out.is_empty() {
+            String::new()
+        } else {
+            out.join("\n") + "\n"
+        }
+    }
+}
+
+/// Builds the program of one node from its flows and the cluster's ranges.
+pub fn build(flows: &[Flow], ranges: &Ranges) -> Program {
+    let mut p = Program::default();
+    for v4 in [true, false] {
+        let f = fam(v4);
+        for c in ranges.pod_cidrs.iter().filter(|c| c.addr().is_ipv4() == v4) {
+            p.element(format!("pod-cidrs-{f}"), c.to_string());
+        }
+        for c in ranges
+            .service_cidrs
+            .iter()
+            .filter(|c| c.addr().is_ipv4() == v4)
+        {
+            p.element(format!("service-cidrs-{f}"), c.to_string());
+        }
+    }
+    for f in flows {
+        p.add_flow(f);
+    }
+    p
+}
+
+/// Renders the whole table for one node. Applying it replaces the table atomically.
+pub fn render(flows: &[Flow], ranges: &Ranges) -> String {
+    build(flows, ranges).text()
 }

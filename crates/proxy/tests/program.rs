@@ -159,3 +159,119 @@ fn no_endpoints_and_unready_pods_get_no_backends() {
     assert!(!p.contains("dnat"), "no ready endpoint, no DNAT");
     assert!(p.contains("goto reject-service"));
 }
+
+/// `nft list table` of flatnet's table in `ns`, as a sorted bag of tokens: the listing's
+/// order of chains and elements follows creation order, which a partial sync changes.
+fn listing(ns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "table", "inet", "flatnet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut tokens: Vec<String> = text
+        .split(|c| c == '\n' || c == ',' || c == '{' || c == '}')
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty())
+        .collect();
+    tokens.sort();
+    tokens
+}
+
+fn nft_apply(ns: &str, text: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft refused:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Ns(String);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+fn scratch(tag: &str) -> Ns {
+    let name = format!("fltest-proxy{tag}-{}", std::process::id());
+    let _ = Command::new("ip")
+        .args(["netns", "del", &name])
+        .stderr(Stdio::null())
+        .status();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap()
+        .success());
+    Ns(name)
+}
+
+#[test]
+fn partial_sync_reaches_the_same_table_as_a_full_sync() {
+    let (state, statuses) = fixture();
+    let prog = |state: &State, statuses: &BTreeMap<String, NodeStatus>| {
+        let slices = flatnet_controller::endpoints::slices(state, statuses);
+        flatnet_proxy::build(&state.config, &state.services, &slices, "node1").0
+    };
+    let a = prog(&state, &statuses);
+    // B: one endpoint gone (its pod stopped).
+    let mut statuses_b = statuses.clone();
+    let victim = state
+        .pods
+        .iter()
+        .find(|p| p.name.starts_with("web-"))
+        .unwrap();
+    statuses_b
+        .get_mut(&victim.node)
+        .unwrap()
+        .pods
+        .remove(&victim.key());
+    let b = prog(&state, &statuses_b);
+    // C: a Service removed, one added, an endpoint back.
+    let mut state_c = state.clone();
+    state_c
+        .services
+        .retain(|s| s.metadata.name.as_deref() != Some("sticky"));
+    let extra = parse_documents(&[(
+        "x.yaml".into(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {type: NodePort, selector: {app: web}, sessionAffinity: ClientIP, ports: [{port: 99, targetPort: 8080}]}\n".into(),
+    )])
+    .unwrap();
+    flatnet_controller::apply(&mut state_c, &extra).unwrap();
+    let c = prog(&state_c, &statuses);
+    assert!(!a.diff(&b).is_empty() && !b.diff(&c).is_empty());
+    assert!(c.diff(&c).is_empty(), "no change, no command");
+    // One endpoint going touches only the Services it served, not the whole table.
+    assert!(
+        a.diff(&b).lines().count() * 3 < a.text().lines().count(),
+        "{}",
+        a.diff(&b)
+    );
+
+    let partial = scratch("p");
+    nft_apply(&partial.0, &a.text());
+    nft_apply(&partial.0, &a.diff(&b));
+    nft_apply(&partial.0, &b.diff(&c));
+    let full = scratch("f");
+    nft_apply(&full.0, &c.text());
+    assert_eq!(listing(&partial.0), listing(&full.0));
+}
