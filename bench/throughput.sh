@@ -4,8 +4,8 @@
 # Run as root from anywhere:   bench/throughput.sh
 #   DURATION=10    seconds per iperf3 run (plus 1 s omitted warm-up, -O 1)
 #   REPS=3         runs per (implementation, backend, path, streams); median reported
-#   BASE_FABRIC=0  baseline nodes joined by one veth (0), or through a bridge in a third
-#                  namespace like the lab's fabric (1)
+#   FABRIC=1       also measure a second baseline whose nodes are joined through a bridge in
+#                  a third namespace, as the lab's fabric is (0: skip it)
 #
 # Paths, each with 1 stream and 4 streams (-P 4), IPv4:
 #   same node : pod c1 -> pod s1, both on node1 (veth - bridge - veth)
@@ -14,10 +14,13 @@
 #   flatnet : lab clusters bench-vx (backend vxlan) and bench-gw (backend host-gw), 2 nodes,
 #             bare Pods pinned with spec.nodeName; state in /tmp/flbench-state
 #   baseline: the same topology built with `ip` only, in namespaces flbench-{vx,gw}-*:
-#             node namespaces n1/n2 (underlay 192.168.1.1/.2, MTU 1500), per node a bridge
+#             node namespaces n1/n2 joined by one veth (underlay 192.168.1.1/.2, MTU 1500),
+#             per node a bridge
 #             cni0 with the gateway, pods on veths (MTU 1450 under vxlan, 1500 under host-gw);
 #             vxlan = flannel's layout (VNI 1, UDP 8472, learning off, VTEP = subnet address,
 #             permanent neighbour + FDB entry + onlink route); host-gw = route via node IP.
+#   baseline+fabric (FABRIC=1): the same, namespaces flbench-{vxf,gwf}-*, but the node
+#             namespaces' eth0 are veths on a bridge in flbench-{vxf,gwf}-fab, like the lab.
 # All runs are interleaved (rep > backend > path > streams > implementation, the
 # implementation order flipping every time), so both see the same machine noise.
 # Every iperf3 started here is killed by PID; clusters and namespaces are removed on exit.
@@ -28,7 +31,7 @@ FLATNET=$ROOT/target/release/flatnet
 export FLATNET_STATE_DIR=/tmp/flbench-state
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
-BASE_FABRIC=${BASE_FABRIC:-0}
+FABRIC=${FABRIC:-1}
 PORT=5201
 
 [[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 1; }
@@ -125,12 +128,12 @@ base_pod() { # PREFIX NODE(1|2) POD ADDR MTU
     ip -n "$pod" route add default via "10.42.$(($2 - 1)).1"
 }
 
-base_cluster() { # PREFIX BACKEND(vxlan|host-gw)
-    local p=$1 backend=$2 podmtu=1500 i j
+base_cluster() { # PREFIX BACKEND(vxlan|host-gw) FABRIC(0|1)
+    local p=$1 backend=$2 fabric=$3 podmtu=1500 i j
     [[ $backend == vxlan ]] && podmtu=1450
     newns "$p-n1"
     newns "$p-n2"
-    if [[ $BASE_FABRIC == 1 ]]; then
+    if [[ $fabric == 1 ]]; then
         newns "$p-fab"
         ip -n "$p-fab" link add fabric0 type bridge
         ip -n "$p-fab" link set fabric0 up
@@ -176,8 +179,9 @@ base_cluster() { # PREFIX BACKEND(vxlan|host-gw)
 # Both implementations run iperf3 through `ip netns exec` (flatnet exec is exactly that).
 fl_exec() { local c=$1 pod=$2; shift 2; "$FLATNET" exec --cluster "$c" "default/$pod" -- "$@"; }
 base_exec() { local p=$1 pod=$2; shift 2; ip netns exec "$p-$pod" "$@"; }
+basef_exec() { base_exec "$@"; }
 
-start_server() { # KIND(fl|base) WHERE(cluster|prefix)
+start_server() { # KIND(fl|base|basef) WHERE(cluster|prefix)
     local f=$WORK/iperf3.$2.pid
     PIDFILES+=("$f")
     "${1}_exec" "$2" s1 iperf3 -s -D -p "$PORT" -I "$f" >/dev/null
@@ -202,33 +206,40 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 log "creating flatnet clusters bench-vx, bench-gw and the baseline namespaces"
 flatnet_cluster bench-vx vxlan
 flatnet_cluster bench-gw host-gw
-base_cluster flbench-vx vxlan
-base_cluster flbench-gw host-gw
+base_cluster flbench-vx vxlan 0
+base_cluster flbench-gw host-gw 0
+IMPLS=(fl base)
+if [[ $FABRIC == 1 ]]; then
+    base_cluster flbench-vxf vxlan 1
+    base_cluster flbench-gwf host-gw 1
+    IMPLS+=(basef)
+fi
 declare -A WHERE IP
-WHERE[fl.vxlan]=bench-vx   WHERE[fl.host-gw]=bench-gw
+WHERE[fl.vxlan]=bench-vx     WHERE[fl.host-gw]=bench-gw
 WHERE[base.vxlan]=flbench-vx WHERE[base.host-gw]=flbench-gw
+WHERE[basef.vxlan]=flbench-vxf WHERE[basef.host-gw]=flbench-gwf
 for b in vxlan host-gw; do
-    IP[fl.$b]=$(pod_ip "${WHERE[fl.$b]}" s1)
-    IP[base.$b]=10.42.0.2
-    start_server fl "${WHERE[fl.$b]}"
-    start_server base "${WHERE[base.$b]}"
-done
-# sanity: the MTU each pod sees
-for b in vxlan host-gw; do
-    log "$b: flatnet s1 ${IP[fl.$b]} mtu $(fl_exec "${WHERE[fl.$b]}" s1 cat /sys/class/net/eth0/mtu)," \
-        "baseline s1 ${IP[base.$b]} mtu $(base_exec "${WHERE[base.$b]}" s1 cat /sys/class/net/eth0/mtu)"
+    for impl in "${IMPLS[@]}"; do
+        if [[ $impl == fl ]]; then IP[fl.$b]=$(pod_ip "${WHERE[fl.$b]}" s1); else IP[$impl.$b]=10.42.0.2; fi
+        start_server "$impl" "${WHERE[$impl.$b]}"
+        # sanity: the address and MTU the server pod has
+        log "$b $impl: s1 ${IP[$impl.$b]} mtu $("${impl}_exec" "${WHERE[$impl.$b]}" s1 cat /sys/class/net/eth0/mtu)"
+    done
 done
 
 # ---------------------------------------------------------------- measure, interleaved
 declare -A R   # "impl backend path streams" -> space-separated Mbit/s
-flip=0
+turn=0
 for ((rep = 1; rep <= REPS; rep++)); do
     for b in vxlan host-gw; do
         for path in same cross; do
             pod=c1; [[ $path == cross ]] && pod=c2
             for streams in 1 4; do
-                impls=(fl base); ((flip ^= 1)) && impls=(base fl)
-                for impl in "${impls[@]}"; do
+                # rotate the order of the implementations from one measurement to the next
+                n=${#IMPLS[@]} order=()
+                for ((k = 0; k < n; k++)); do order+=("${IMPLS[(turn + k) % n]}"); done
+                turn=$((turn + 1))
+                for impl in "${order[@]}"; do
                     v=$(client "$impl" "${WHERE[$impl.$b]}" "$pod" "${IP[$impl.$b]}" "$streams")
                     R["$impl $b $path $streams"]+="$v "
                     log "rep $rep $b $path -P $streams $impl: $v Mbit/s"
@@ -241,19 +252,33 @@ done
 # ---------------------------------------------------------------- report
 echo "# pod-to-pod TCP throughput, flatnet vs hand-built baseline ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
-echo "kernel $(uname -r), $(nproc) CPUs; iperf3 $DURATION s (-O 1), $REPS runs each, interleaved;" \
-    "baseline nodes joined by $([[ $BASE_FABRIC == 1 ]] && echo 'a fabric bridge' || echo 'one veth')"
+echo "kernel $(uname -r), $(nproc) CPUs; iperf3 $DURATION s (-O 1), $REPS runs each, interleaved." \
+    "Mbit/s, median of the runs (the runs in brackets); ratio = flatnet median / baseline median."
 echo
-echo "| backend | path | streams | flatnet Mbit/s (runs) | baseline Mbit/s (runs) | flatnet median | baseline median | ratio | >= 0.95 |"
-echo "|---|---|---|---|---|---|---|---|---|"
+head="| backend | path | streams | flatnet | baseline (veth) | ratio | >= 0.95 |"
+sep="|---|---|---|---|---|---|---|"
+if [[ $FABRIC == 1 ]]; then
+    head+=" baseline+fabric bridge | ratio |"
+    sep+="---|---|"
+fi
+echo "$head"
+echo "$sep"
+med() { echo $1 | tr ' ' '\n' | median; }
 for b in vxlan host-gw; do
     for path in same cross; do
         for streams in 1 4; do
-            f=${R["fl $b $path $streams"]} g=${R["base $b $path $streams"]}
-            fm=$(echo $f | tr ' ' '\n' | median) gm=$(echo $g | tr ' ' '\n' | median)
-            ratio=$(awk -v a="$fm" -v b="$gm" 'BEGIN { printf "%.2f", a / b }')
-            ok=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95) ? "yes" : "no" }')
-            echo "| $b | $path node | $streams | ${f% } | ${g% } | $fm | $gm | $ratio | $ok |"
+            line="| $b | $path node | $streams"
+            f=${R["fl $b $path $streams"]}
+            fm=$(med "$f")
+            line+=" | $fm (${f% })"
+            for impl in "${IMPLS[@]:1}"; do
+                g=${R["$impl $b $path $streams"]}
+                gm=$(med "$g")
+                ratio=$(awk -v a="$fm" -v b="$gm" 'BEGIN { printf "%.2f", a / b }')
+                line+=" | $gm (${g% }) | $ratio"
+                [[ $impl == base ]] && line+=" | $(awk -v r="$ratio" 'BEGIN { print (r >= 0.95) ? "yes" : "no" }')"
+            done
+            echo "$line |"
         done
     done
 done

@@ -176,7 +176,7 @@ fn listing(ns: &str) -> Vec<String> {
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut tokens: Vec<String> = text
-        .split(|c| c == '\n' || c == ',' || c == '{' || c == '}')
+        .split(['\n', ',', '{', '}'])
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty())
         .collect();
