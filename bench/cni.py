@@ -228,7 +228,8 @@ def table(title, fl, ref, samples, note=""):
 def main():
     global ROOT_FD
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--flatnet-cni", default=os.path.abspath("target/release/flatnet-cni"))
+    ap.add_argument("--flatnet-cni", default=os.environ.get("FLATNET_CNI", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target/release/flatnet-cni")))
     ap.add_argument("--seq", type=int, default=200, help="ADDs (then DELs) per sequential round")
     ap.add_argument("--rounds", type=int, default=3, help="sequential rounds")
     ap.add_argument("--par-rounds", type=int, default=20)

@@ -27,7 +27,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FLATNET=$ROOT/target/release/flatnet
+FLATNET=${FLATNET:-$ROOT/target/release/flatnet}   # override to test another build
 export FLATNET_STATE_DIR=/tmp/flbench-state
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}

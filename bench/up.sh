@@ -12,7 +12,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FLATNET=$ROOT/target/release/flatnet
+FLATNET=${FLATNET:-$ROOT/target/release/flatnet}   # override to test another build
 export FLATNET_STATE_DIR=/tmp/flbench-state
 CLUSTER=bench-up
 RUNS=${RUNS:-5}
@@ -27,6 +27,7 @@ cleanup() {
     # `down` is safe when the cluster is half made or already gone.
     "$FLATNET" down --cluster "$CLUSTER" >/dev/null 2>&1 || true
     rm -rf "$WORK"
+    rmdir "$FLATNET_STATE_DIR" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT

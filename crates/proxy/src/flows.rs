@@ -5,6 +5,7 @@ use flatnet_controller::services::{is_headless, service_type};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Annotation choosing the balancing algorithm of a Service.
@@ -74,6 +75,16 @@ fn proto_name(p: Option<&str>) -> &'static str {
 /// Reduces Services and their slices to flows, as seen from node `node`.
 pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<Flow> {
     let mut out = Vec::new();
+    // Slices by their Service, so that each Service finds its own in constant time.
+    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices {
+        if let (Some(ns), Some(name)) = (
+            s.metadata.namespace.as_deref(),
+            s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)),
+        ) {
+            by_service.entry((ns, name.as_str())).or_default().push(s);
+        }
+    }
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
         if service_type(spec) == "ExternalName" || is_headless(spec) {
@@ -85,17 +96,10 @@ pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let mine: Vec<&EndpointSlice> = slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        == Some(&name)
-            })
-            .collect();
+        let mine: &[&EndpointSlice] = by_service
+            .get(&(ns.as_str(), name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let algorithm = match svc
             .metadata
             .annotations

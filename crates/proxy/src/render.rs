@@ -71,6 +71,7 @@ fn declarations() -> Vec<(String, String)> {
             format!("no-endpoint-nodeports-{f}"),
             "type inet_proto . inet_service : verdict;".to_string(),
         ));
+        d.push((format!("hairpin-{f}"), format!("type {t} . {t};")));
     }
     d
 }
@@ -114,6 +115,8 @@ fn fixed_chains() -> String {
 	}}
 	chain nat-postrouting {{
 		type nat hook postrouting priority 100; policy accept;
+		ip saddr . ip daddr @hairpin-v4 jump mark-for-masquerade
+		ip6 saddr . ip6 daddr @hairpin-v6 jump mark-for-masquerade
 		jump masquerading
 	}}
 	chain masquerading {{
@@ -179,22 +182,66 @@ fn dnat_target(b: &Backend) -> String {
     }
 }
 
-/// The rule that spreads over `backends` (non-empty) by the flow's algorithm.
+/// Rules that translate to one of `backends` (non-empty), in the Service's own chain, with
+/// no set and no chain per endpoint: random balancing is a cascade where rule `k` takes its
+/// endpoint with probability 1/(n-k), which is uniform; round robin is one counter.
+/// (Anonymous maps cost nft about a millisecond each to load; plain rules do not.)
+fn dnat(f: &Flow, backends: &[&Backend]) -> Vec<String> {
+    let ip = ipkw(f.v4);
+    let to = |b: &Backend| format!("meta l4proto {} dnat {ip} to {}", f.proto, dnat_target(b));
+    let n = backends.len();
+    match f.algorithm {
+        _ if n == 1 => vec![to(backends[0])],
+        Algorithm::Random => backends
+            .iter()
+            .enumerate()
+            .map(|(k, b)| if k + 1 == n { to(b) } else { format!("numgen random mod {} 0 {}", n - k, to(b)) })
+            .collect(),
+        Algorithm::RoundRobin => {
+            let arms: Vec<String> = backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| format!("{i} : {} . {}", b.ip, b.port))
+                .collect();
+            vec![format!(
+                "meta l4proto {} dnat {ip} addr . port to numgen inc mod {n} map {{ {} }}",
+                f.proto,
+                arms.join(", ")
+            )]
+        }
+    }
+}
+
+/// Spreads over `backends` (non-empty): in place, or through per-endpoint chains when the
+/// Service has ClientIP affinity (each endpoint chain records its clients).
+fn spread(f: &Flow, backends: &[&Backend]) -> Vec<String> {
+    if f.affinity.is_some() {
+        vec![balance(f, backends)]
+    } else {
+        dnat(f, backends)
+    }
+}
+
+fn numgen(f: &Flow) -> &'static str {
+    match f.algorithm {
+        Algorithm::Random => "random",
+        Algorithm::RoundRobin => "inc",
+    }
+}
+
+/// The rule that jumps to one of the endpoint chains of `backends` (non-empty).
 fn balance(f: &Flow, backends: &[&Backend]) -> String {
     if backends.len() == 1 {
         return format!("goto {}", ep_chain(f, backends[0]));
     }
-    let gen = match f.algorithm {
-        Algorithm::Random => "random",
-        Algorithm::RoundRobin => "inc",
-    };
     let arms: Vec<String> = backends
         .iter()
         .enumerate()
         .map(|(i, b)| format!("{i} : goto {}", ep_chain(f, b)))
         .collect();
     format!(
-        "numgen {gen} mod {} vmap {{ {} }}",
+        "numgen {} mod {} vmap {{ {} }}",
+        numgen(f),
         backends.len(),
         arms.join(", ")
     )
@@ -258,7 +305,7 @@ impl Program {
                     rules.push(format!("{ip} saddr @aff-{} goto {ep}", &ep[3..]));
                 }
             }
-            rules.push(balance(f, &cluster_backends));
+            rules.extend(spread(f, &cluster_backends));
         }
         self.chains.insert(svc.clone(), rules);
         // The entry from outside: NodePort, LoadBalancer and external IPs.
@@ -269,11 +316,11 @@ impl Program {
                 rules.push("fib saddr type local jump mark-for-masquerade".into());
                 rules.push(format!("fib saddr type local goto {svc}"));
                 let local: Vec<&Backend> = f.backends.iter().filter(|b| b.local).collect();
-                rules.push(if local.is_empty() {
-                    "drop".into()
+                if local.is_empty() {
+                    rules.push("drop".into());
                 } else {
-                    balance(f, &local)
-                });
+                    rules.extend(spread(f, &local));
+                }
             } else {
                 rules.push("jump mark-for-masquerade".into());
                 rules.push(format!("goto {svc}"));
@@ -312,11 +359,14 @@ impl Program {
                 );
             }
         }
-        // One chain per endpoint.
+        // A pod reaching itself through the Service is masqueraded (hairpin).
         for b in &f.backends {
-            let ep = ep_chain(f, b);
-            let mut rules = vec![format!("{ip} saddr {} jump mark-for-masquerade", b.ip)];
-            if let Some(t) = f.affinity {
+            self.element(format!("hairpin-{fm}"), format!("{} . {}", b.ip, b.ip));
+        }
+        // With ClientIP affinity, one chain per endpoint records its clients.
+        if let Some(t) = f.affinity {
+            for b in &f.backends {
+                let ep = ep_chain(f, b);
                 let set = format!("aff-{}", &ep[3..]);
                 self.dynamic_sets.insert(
                     set.clone(),
@@ -325,14 +375,12 @@ impl Program {
                         if f.v4 { "ipv4" } else { "ipv6" }
                     ),
                 );
-                rules.push(format!("update @{set} {{ {ip} saddr }}"));
+                let rules = vec![
+                    format!("update @{set} {{ {ip} saddr }}"),
+                    format!("meta l4proto {} dnat {ip} to {}", f.proto, dnat_target(b)),
+                ];
+                self.chains.insert(ep, rules);
             }
-            rules.push(format!(
-                "meta l4proto {} dnat {ip} to {}",
-                f.proto,
-                dnat_target(b)
-            ));
-            self.chains.insert(ep, rules);
         }
     }
 

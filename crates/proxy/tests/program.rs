@@ -123,8 +123,11 @@ fn shapes_map_to_the_right_rules() {
         );
     }
     // Three endpoints balanced at random; named ports resolved to the pods' ports.
-    assert!(p.contains("numgen random mod 3 vmap"));
+    assert!(p.contains("numgen random mod 3 0 meta l4proto tcp dnat ip to "));
+    assert!(p.contains("numgen random mod 2 0 meta l4proto udp dnat ip to "));
     assert!(p.contains(":8080\n") && p.contains(":5353\n"));
+    // Hairpin: each endpoint reaching itself is masqueraded.
+    assert!(p.contains("set hairpin-v4") && p.contains("ip saddr . ip daddr @hairpin-v4 jump mark-for-masquerade"));
     // Affinity: per-endpoint sets with the timeout, consulted before balancing.
     assert!(p.contains("flags dynamic,timeout; timeout 60s;"));
     // NodePort dispatch, the no-endpoint Service rejected (ClusterIP and NodePort).
@@ -141,6 +144,8 @@ fn shapes_map_to_the_right_rules() {
     assert!(p.contains("ip saddr != { 192.168.1.0/24 } drop"));
     // Round robin and the external IP.
     assert!(p.contains("numgen inc mod"));
+    // Affinity keeps a chain per endpoint; the others translate in place.
+    assert!(p.contains("numgen random mod 3 vmap"));
     assert!(p.contains("192.168.1.150 . tcp . 8080 : goto ext-"));
     // Headless and ExternalName Services get nothing.
     assert!(!p.contains("x/headless") && !p.contains("x/ext/"));
