@@ -19,7 +19,8 @@ const ENDPOINTS: usize = 10;
 
 /// The ClusterIP of Service `i` in 10.43.0.0/16 (65,000 of them at most).
 fn vip(i: usize) -> String {
-    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 43, 0, 1)) + i as u32).to_string()
+    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 43, 0, 1)) + i as u32)
+        .to_string()
 }
 
 fn service(i: usize) -> Service {
@@ -70,8 +71,15 @@ struct Scratch(String);
 impl Scratch {
     fn new() -> Result<Self> {
         let name = format!("flbench-proxy-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
-        if !Command::new("ip").args(["netns", "add", &name]).status()?.success() {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        if !Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()?
+            .success()
+        {
             bail!("ip netns add {name} failed");
         }
         Ok(Scratch(name))
@@ -84,7 +92,11 @@ impl Scratch {
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
@@ -110,8 +122,14 @@ fn main() -> Result<()> {
         .get(1)
         .map(|s| s.split(',').map(|n| n.parse().expect("a number")).collect())
         .unwrap_or_else(|| vec![1000, 10000, 30000]);
-    let rounds: usize = args.get(2).map(|s| s.parse().expect("a number")).unwrap_or(3);
-    let spec = ClusterSpec { nodes: Some(NodesSpec::Count(3)), ..Default::default() };
+    let rounds: usize = args
+        .get(2)
+        .map(|s| s.parse().expect("a number"))
+        .unwrap_or(3);
+    let spec = ClusterSpec {
+        nodes: Some(NodesSpec::Count(3)),
+        ..Default::default()
+    };
     let config = resolve_cluster("bench", "bench", &spec, &[])?;
     let build = |svcs: &[Service], slices: &[EndpointSlice]| -> (Program, f64) {
         let start = Instant::now();
@@ -140,7 +158,10 @@ fn main() -> Result<()> {
             let batch = p.diff(&p2);
             let compute = start.elapsed().as_secs_f64() * 1000.0;
             let applied = ns.nft(&batch)?;
-            eprintln!("n={n} add: compute {compute:.1} ms, nft {applied:.1} ms, {} commands", batch.lines().count());
+            eprintln!(
+                "n={n} add: compute {compute:.1} ms, nft {applied:.1} ms, {} commands",
+                batch.lines().count()
+            );
             add_t.push(compute + applied);
             // One endpoint of one Service changed.
             let mut slices3 = slices2.clone();

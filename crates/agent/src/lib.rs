@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod runtime;
+pub mod serve;
 
 use anyhow::{Context, Result};
 use flatnet_model::names;
@@ -19,6 +20,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pod interface name.
@@ -56,6 +58,10 @@ pub struct Agent {
     /// LoadBalancer IPs this node announces.
     announced: Vec<IpAddr>,
     /// The Service flows last programmed.
+    /// Prometheus metrics.
+    metrics: Arc<serve::Metrics>,
+    /// `/metrics` and health-check servers (started by `run`).
+    servers: Option<serve::Servers>,
     flows: Vec<flatnet_proxy::flows::Flow>,
 }
 
@@ -70,6 +76,8 @@ impl Agent {
             applied_program: None,
             announced: Vec::new(),
             flows: Vec::new(),
+            metrics: Arc::new(serve::Metrics::new()),
+            servers: None,
         }
     }
 
@@ -380,34 +388,103 @@ impl Agent {
     /// node's reports make, and the LoadBalancer IPs this node announces. Applies only when
     /// the program changed (or a full resync is due).
     pub fn sync_services(&mut self, state: &State) -> Result<()> {
+        let started = Instant::now();
         let slices = flatnet_controller::endpoints::slices_from(&self.cfg.cluster, state);
         let (program, flows) =
             flatnet_proxy::build(&state.config, &state.services, &slices, &self.cfg.node);
         let changed = match &self.applied_program {
             // Partial sync: only what changed since the last program.
-            Some(old) => flatnet_proxy::apply::update(old, &program)?,
+            Some(old) => {
+                let sent = flatnet_proxy::apply::update(old, &program)?;
+                if sent {
+                    self.metrics.partial_syncs.inc();
+                }
+                sent
+            }
             // Full sync at start, after a failure and on every resync (drift is repaired).
             None => {
                 flatnet_proxy::apply::replace(&program)?;
+                self.metrics.full_syncs.inc();
                 true
             }
         };
-        self.applied_program = Some(program);
         if changed {
             // UDP entries pointing at gone endpoints (or at a reject) would black-hole clients.
             let stale = flatnet_proxy::conntrack::stale(&self.flows, &flows);
             if let Err(e) = flatnet_proxy::conntrack::flush(&stale) {
                 tracing::warn!("{e:#}");
             }
+            self.metrics
+                .sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Ok(age) = std::fs::metadata(self.cfg.cluster.state_file())
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default())
+            {
+                self.metrics.programming_seconds.observe(age.as_secs_f64());
+            }
+            self.metrics.service_ports.set(flows.len() as i64);
+            self.metrics
+                .endpoints
+                .set(flows.iter().map(|f| f.backends.len() as i64).sum());
+            let elements: usize = program.elements.values().map(|e| e.len()).sum();
+            self.metrics
+                .rules
+                .set((program.chains.len() + elements) as i64);
         }
+        self.applied_program = Some(program);
         self.flows = flows;
         self.announce(state, &slices)?;
+        self.serve_health_checks(state, &slices)?;
         let fp = flatnet_controller::endpoints::fingerprint(&slices);
         if self.status.endpoints != fp {
             self.status.endpoints = fp;
             self.write_status()?;
         }
         Ok(())
+    }
+
+    /// Serves the health-check NodePorts of `externalTrafficPolicy: Local` Services with this
+    /// node's count of ready local endpoints.
+    fn serve_health_checks(
+        &mut self,
+        state: &State,
+        slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+    ) -> Result<()> {
+        let Some(servers) = self.servers.as_mut() else {
+            return Ok(());
+        };
+        let mut want = BTreeMap::new();
+        for svc in &state.services {
+            let Some(port) = svc.spec.as_ref().and_then(|s| s.health_check_node_port) else {
+                continue;
+            };
+            let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            let local_endpoints =
+                slices
+                    .iter()
+                    .filter(|s| {
+                        s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                            && s.metadata.labels.as_ref().and_then(|l| {
+                                l.get(flatnet_controller::endpoints::SERVICE_NAME_LABEL)
+                            }) == Some(&name)
+                            && s.address_type == "IPv4"
+                    })
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter(|e| e.node_name.as_deref() == Some(self.cfg.node.as_str()))
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                    .count();
+            want.insert(
+                port as u16,
+                serve::HealthCheck {
+                    namespace,
+                    name,
+                    local_endpoints,
+                },
+            );
+        }
+        servers.set_health_checks(want)
     }
 
     /// Adds the LoadBalancer IPs this node answers for to its `eth0` (one node per IP, as a
@@ -440,6 +517,10 @@ impl Agent {
     /// Runs until the cluster's state disappears: re-syncs on every change and every
     /// `resync` interval.
     pub fn run(mut self, resync: Duration) -> Result<()> {
+        match serve::Servers::start(self.metrics.clone(), serve::METRICS_PORT) {
+            Ok(s) => self.servers = Some(s),
+            Err(e) => tracing::warn!("metrics server: {e:#}"),
+        }
         let state_file = self.cfg.cluster.state_file();
         let mut seen: Option<(u64, std::time::SystemTime)> = None;
         let mut last = Instant::now();

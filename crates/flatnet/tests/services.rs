@@ -90,9 +90,9 @@ fn served(v: &Value) -> String {
     v["server"]["pod"].as_str().unwrap().to_string()
 }
 
-fn service(c: &Cluster, name: &str) -> Value {
+fn service_in(c: &Cluster, ns: &str, name: &str) -> Value {
     let v: Value =
-        serde_json::from_str(&c.ok(&["get", "services", "-n", "s", "-o", "json"])).unwrap();
+        serde_json::from_str(&c.ok(&["get", "services", "-n", ns, "-o", "json"])).unwrap();
     v["items"]
         .as_array()
         .unwrap()
@@ -100,6 +100,10 @@ fn service(c: &Cluster, name: &str) -> Value {
         .find(|s| s["metadata"]["name"] == name)
         .unwrap()
         .clone()
+}
+
+fn service(c: &Cluster, name: &str) -> Value {
+    service_in(c, "s", name)
 }
 
 fn pod_ip(c: &Cluster, name: &str) -> String {
@@ -230,6 +234,37 @@ spec:
     // Nodes without a local endpoint do not answer.
     let v = probe(&c, "external", "node/node1", 30090, &["--timeout", "1"]);
     assert_ne!(v["result"], "connected", "{v}");
+    // The health-check NodePort says which nodes have local endpoints: 200 there, 503 elsewhere.
+    let hc = service_in(&c, "default", "local")["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .unwrap();
+    let get = |target: &str, url: String| -> (u16, Value) {
+        let script = format!(
+            "import urllib.request,urllib.error\ntry:\n r=urllib.request.urlopen('{url}',timeout=3); print(r.status); print(r.read().decode())\nexcept urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())"
+        );
+        let out = c.ok(&["exec", target, "--", "python3", "-c", &script]);
+        let (code, body) = out.split_once('\n').unwrap();
+        (
+            code.trim().parse().unwrap(),
+            serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+        )
+    };
+    let (code, body) = get("external", format!("http://192.168.1.2:{hc}/"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["localEndpoints"], 1);
+    assert_eq!(body["service"]["name"], "local");
+    let (code, body) = get("external", format!("http://192.168.1.1:{hc}/"));
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["localEndpoints"], 0);
+    // The agent's metrics count what it programmed.
+    let metrics = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:10249/metrics').read().decode())";
+    let out = c.ok(&["exec", "node/node2", "--", "python3", "-c", metrics]);
+    assert!(out.contains("flatnet_proxy_full_syncs_total"), "{out}");
+    assert!(out.contains("flatnet_proxy_endpoints 1"), "{out}");
+    assert!(
+        out.contains("flatnet_proxy_network_programming_duration_seconds_count"),
+        "{out}"
+    );
 }
 
 #[test]

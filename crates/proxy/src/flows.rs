@@ -80,7 +80,10 @@ pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<
     for s in slices {
         if let (Some(ns), Some(name)) = (
             s.metadata.namespace.as_deref(),
-            s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)),
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL)),
         ) {
             by_service.entry((ns, name.as_str())).or_default().push(s);
         }

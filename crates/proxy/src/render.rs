@@ -195,7 +195,13 @@ fn dnat(f: &Flow, backends: &[&Backend]) -> Vec<String> {
         Algorithm::Random => backends
             .iter()
             .enumerate()
-            .map(|(k, b)| if k + 1 == n { to(b) } else { format!("numgen random mod {} 0 {}", n - k, to(b)) })
+            .map(|(k, b)| {
+                if k + 1 == n {
+                    to(b)
+                } else {
+                    format!("numgen random mod {} 0 {}", n - k, to(b))
+                }
+            })
             .collect(),
         Algorithm::RoundRobin => {
             let arms: Vec<String> = backends

@@ -127,7 +127,10 @@ fn shapes_map_to_the_right_rules() {
     assert!(p.contains("numgen random mod 2 0 meta l4proto udp dnat ip to "));
     assert!(p.contains(":8080\n") && p.contains(":5353\n"));
     // Hairpin: each endpoint reaching itself is masqueraded.
-    assert!(p.contains("set hairpin-v4") && p.contains("ip saddr . ip daddr @hairpin-v4 jump mark-for-masquerade"));
+    assert!(
+        p.contains("set hairpin-v4")
+            && p.contains("ip saddr . ip daddr @hairpin-v4 jump mark-for-masquerade")
+    );
     // Affinity: per-endpoint sets with the timeout, consulted before balancing.
     assert!(p.contains("flags dynamic,timeout; timeout 60s;"));
     // NodePort dispatch, the no-endpoint Service rejected (ClusterIP and NodePort).
