@@ -94,6 +94,8 @@ fn fixed_chains() -> String {
 	chain service-checks {{
 		ip daddr . meta l4proto . th dport vmap @no-endpoint-services-v4
 		ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services-v6
+		ip daddr . meta l4proto . th dport @service-ports-v4 return
+		ip6 daddr . meta l4proto . th dport @service-ports-v6 return
 		fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @no-endpoint-nodeports-v4
 		fib daddr type local meta nfproto ipv6 meta l4proto . th dport vmap @no-endpoint-nodeports-v6
 		ip daddr @service-cidrs-v4 ip daddr != @cluster-ips-v4 drop

@@ -1,0 +1,81 @@
+//! Programming time of the Service proxy: a full sync of N Services with 10 endpoints each,
+//! and, at each N, one Service added and one endpoint changed (partial sync), applied with
+//! `nft` inside a scratch network namespace `flbench-proxy-<pid>` (never the host's).
+//!
+//! Usage: flatnet-bench-proxy-sync [N,N,...] [rounds]   (default 1000,10000,30000 and 3)
+
+use anyhow::Result;
+use flatnet_bench_proxy::{median, service, slice, Scratch};
+use flatnet_model::cluster::{ClusterSpec, NodesSpec};
+use flatnet_model::validate::resolve_cluster;
+use flatnet_proxy::render::Program;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::time::Instant;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> = args
+        .get(1)
+        .map(|s| s.split(',').map(|n| n.parse().expect("a number")).collect())
+        .unwrap_or_else(|| vec![1000, 10000, 30000]);
+    let rounds: usize = args
+        .get(2)
+        .map(|s| s.parse().expect("a number"))
+        .unwrap_or(3);
+    let spec = ClusterSpec {
+        nodes: Some(NodesSpec::Count(3)),
+        ..Default::default()
+    };
+    let config = resolve_cluster("bench", "bench", &spec, &[])?;
+    let build = |svcs: &[Service], slices: &[EndpointSlice]| -> (Program, f64) {
+        let start = Instant::now();
+        let p = flatnet_proxy::build(&config, svcs, slices, "node1").0;
+        (p, start.elapsed().as_secs_f64() * 1000.0)
+    };
+    println!("| Services | full sync: compute ms | full sync: nft ms | full sync total ms | add one Service: total ms (compute + nft) | change one endpoint: total ms (compute + nft) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &n in &sizes {
+        let svcs: Vec<Service> = (0..n).map(service).collect();
+        let slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, false)).collect();
+        let (mut full_c, mut full_n, mut add_t, mut chg_t) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let ns = Scratch::new("proxy")?;
+            let (p, c) = build(&svcs, &slices);
+            let text = p.text();
+            full_n.push(ns.nft(&text)?);
+            full_c.push(c);
+            // One Service added.
+            let mut svcs2 = svcs.clone();
+            svcs2.push(service(n));
+            let mut slices2 = slices.clone();
+            slices2.push(slice(n, false));
+            let start = Instant::now();
+            let (p2, _) = build(&svcs2, &slices2);
+            let batch = p.diff(&p2);
+            let compute = start.elapsed().as_secs_f64() * 1000.0;
+            let applied = ns.nft(&batch)?;
+            eprintln!(
+                "n={n} add: compute {compute:.1} ms, nft {applied:.1} ms, {} commands",
+                batch.lines().count()
+            );
+            add_t.push(compute + applied);
+            // One endpoint of one Service changed.
+            let mut slices3 = slices2.clone();
+            slices3[n / 2] = slice(n / 2, true);
+            let start = Instant::now();
+            let (p3, _) = build(&svcs2, &slices3);
+            let batch = p2.diff(&p3);
+            let compute = start.elapsed().as_secs_f64() * 1000.0;
+            chg_t.push(compute + ns.nft(&batch)?);
+        }
+        let (c, f) = (median(full_c), median(full_n));
+        println!(
+            "| {n} | {c:.0} | {f:.0} | {:.0} | {:.1} | {:.1} |",
+            c + f,
+            median(add_t),
+            median(chg_t)
+        );
+    }
+    Ok(())
+}
