@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 const SERVER: &str = "10.42.201.2";
 
+/// A path and, per round, its median and p99 connect time (ms) and connections per second.
+type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+
 fn sh(ns: &str, cmd: &str) -> Result<()> {
     let ok = Command::new("ip")
         .args(["netns", "exec", ns, "sh", "-c", cmd])
@@ -125,7 +128,7 @@ fn main() -> Result<()> {
     let small = table(10);
     let large = table(10_000);
     let direct: SocketAddr = format!("{SERVER}:8080").parse()?;
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
+    let mut rows: Vec<Row> = vec![
         ("direct to the pod IP, no table", vec![], vec![], vec![]),
         (
             "direct to the pod IP, 10,000 Services' table loaded",
