@@ -462,15 +462,8 @@ impl Agent {
             let namespace = svc.metadata.namespace.clone().unwrap_or_default();
             let name = svc.metadata.name.clone().unwrap_or_default();
             let local_endpoints =
-                slices
-                    .iter()
-                    .filter(|s| {
-                        s.metadata.namespace.as_deref() == Some(namespace.as_str())
-                            && s.metadata.labels.as_ref().and_then(|l| {
-                                l.get(flatnet_controller::endpoints::SERVICE_NAME_LABEL)
-                            }) == Some(&name)
-                            && s.address_type == "IPv4"
-                    })
+                flatnet_controller::endpoints::of_service(slices, &namespace, &name)
+                    .filter(|s| s.address_type == "IPv4")
                     .flat_map(|s| s.endpoints.iter())
                     .filter(|e| e.node_name.as_deref() == Some(self.cfg.node.as_str()))
                     .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 /// Label naming a slice's Service.
@@ -189,4 +189,38 @@ fn service_slices(svc: &Service, pods: &[Seen], state: &State) -> Vec<EndpointSl
         }
     }
     out
+}
+
+/// Slices by their Service's `(namespace, name)`.
+pub fn by_service(slices: &[EndpointSlice]) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
+    let mut out: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices {
+        if let (Some(ns), Some(name)) = (
+            s.metadata.namespace.as_deref(),
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL)),
+        ) {
+            out.entry((ns, name.as_str())).or_default().push(s);
+        }
+    }
+    out
+}
+
+/// The slices of Service `namespace/name`.
+pub fn of_service<'a>(
+    slices: &'a [EndpointSlice],
+    namespace: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = &'a EndpointSlice> {
+    slices.iter().filter(move |s| {
+        s.metadata.namespace.as_deref() == Some(namespace)
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name)
+    })
 }

@@ -439,3 +439,22 @@ fn assign_cluster_ips(
     spec.cluster_ip = ips.first().cloned();
     spec.cluster_ips = Some(ips);
 }
+
+/// The LoadBalancer IPs written to a Service's status.
+pub fn load_balancer_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .iter()
+        .filter_map(|s| s.load_balancer.as_ref())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter_map(|i| i.ip.as_ref()?.parse().ok())
+        .collect()
+}
+
+/// The ClusterIPs of a Service (none for headless and ExternalName ones).
+pub fn cluster_ips(spec: &ServiceSpec) -> Vec<IpAddr> {
+    spec.cluster_ips
+        .iter()
+        .flatten()
+        .filter_map(|i| i.parse().ok())
+        .collect()
+}

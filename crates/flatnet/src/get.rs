@@ -2,7 +2,8 @@
 
 use crate::Output;
 use anyhow::{bail, Result};
-use flatnet_controller::endpoints::SERVICE_NAME_LABEL;
+use flatnet_controller::endpoints::of_service;
+use flatnet_controller::services::load_balancer_ips;
 use flatnet_lab::target::pod_ips;
 use flatnet_model::state::{ClusterDir, State};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodIP, PodStatus};
@@ -279,12 +280,9 @@ pub fn render(
                 let spec = s.spec.clone().unwrap_or_default();
                 let name = s.metadata.name.clone().unwrap_or_default();
                 let namespace = s.metadata.namespace.clone().unwrap_or_default();
-                let external: Vec<String> = s
-                    .status
+                let external: Vec<String> = load_balancer_ips(s)
                     .iter()
-                    .filter_map(|st| st.load_balancer.as_ref())
-                    .flat_map(|lb| lb.ingress.iter().flatten())
-                    .filter_map(|i| i.ip.clone())
+                    .map(|ip| ip.to_string())
                     .chain(spec.external_ips.clone().unwrap_or_default())
                     .chain(spec.external_name.clone())
                     .collect();
@@ -306,12 +304,7 @@ pub fn render(
                     if ports.is_empty() { "<none>".into() } else { ports.join(",") },
                 ];
                 if out == Some(Output::Wide) {
-                    let eps: Vec<String> = slices
-                        .iter()
-                        .filter(|sl| {
-                            sl.metadata.namespace.as_deref() == Some(namespace.as_str())
-                                && sl.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&name)
-                        })
+                    let eps: Vec<String> = of_service(&slices, &namespace, &name)
                         .flat_map(|sl| sl.endpoints.iter())
                         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
                         .flat_map(|e| e.addresses.clone())

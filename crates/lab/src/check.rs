@@ -248,19 +248,8 @@ fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> 
         if backends.is_empty() {
             continue;
         }
-        let vips: Vec<IpAddr> = spec
-            .cluster_ips
-            .iter()
-            .flatten()
-            .filter_map(|i| i.parse().ok())
-            .collect();
-        let lbs: Vec<IpAddr> = svc
-            .status
-            .iter()
-            .filter_map(|s| s.load_balancer.as_ref())
-            .flat_map(|lb| lb.ingress.iter().flatten())
-            .filter_map(|i| i.ip.as_ref()?.parse().ok())
-            .collect();
+        let vips = flatnet_controller::services::cluster_ips(spec);
+        let lbs = flatnet_controller::services::load_balancer_ips(svc);
         for sp in spec.ports.iter().flatten() {
             let protocol = match sp.protocol.as_deref().unwrap_or("TCP") {
                 "TCP" => Protocol::Tcp,

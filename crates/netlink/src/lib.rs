@@ -436,10 +436,7 @@ impl Netlink {
         };
         m.header.ifindex = n.ifindex;
         m.attributes
-            .push(NeighbourAttribute::Destination(match n.ip {
-                IpAddr::V4(a) => NeighbourAddress::Inet(a),
-                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-            }));
+            .push(NeighbourAttribute::Destination(neigh_addr(n.ip)));
         match self.run(self.handle.neighbours().del(m).execute()) {
             Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
             r => r.with_context(|| format!("deleting neighbour {}", n.ip)),
@@ -490,10 +487,7 @@ impl Netlink {
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(f.mac.to_vec()));
         m.attributes
-            .push(NeighbourAttribute::Destination(match f.dst {
-                IpAddr::V4(a) => NeighbourAddress::Inet(a),
-                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-            }));
+            .push(NeighbourAttribute::Destination(neigh_addr(f.dst)));
         match self.run(self.handle.neighbours().del(m).execute()) {
             Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
             r => r.with_context(|| format!("deleting fdb entry for {}", f.dst)),
@@ -556,6 +550,13 @@ fn to_route(m: &RouteMessage) -> Option<Route> {
         oif,
         onlink: m.header.flags.contains(RouteFlags::Onlink),
     })
+}
+
+fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
 }
 
 fn neigh_dst(m: &NeighbourMessage) -> Option<IpAddr> {

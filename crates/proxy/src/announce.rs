@@ -2,7 +2,8 @@
 //! (MetalLB's L2 mode) elects one: for `externalTrafficPolicy: Local` a node with a ready
 //! local endpoint, otherwise a node picked by the address, so IPs spread over the nodes.
 
-use flatnet_controller::endpoints::SERVICE_NAME_LABEL;
+use flatnet_controller::endpoints::of_service;
+use flatnet_controller::services::load_balancer_ips;
 use flatnet_model::state::State;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::net::IpAddr;
@@ -17,27 +18,8 @@ pub fn announcements(state: &State, slices: &[EndpointSlice]) -> Vec<(IpAddr, St
         let Some(spec) = &svc.spec else { continue };
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
         let name = svc.metadata.name.as_deref().unwrap_or("");
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.clone())
-            .unwrap_or_default();
-        for ip in ingress
-            .iter()
-            .filter_map(|i| i.ip.as_ref()?.parse::<IpAddr>().ok())
-        {
-            let local_nodes: Vec<&str> = slices
-                .iter()
-                .filter(|s| {
-                    s.metadata.namespace.as_deref() == Some(ns)
-                        && s.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                            .map(String::as_str)
-                            == Some(name)
-                })
+        for ip in load_balancer_ips(svc) {
+            let local_nodes: Vec<&str> = of_service(slices, ns, name)
                 .flat_map(|s| s.endpoints.iter())
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
                 .filter_map(|e| e.node_name.as_deref())

@@ -1,11 +1,10 @@
 //! Services and EndpointSlices reduced to what the data path needs, per node.
 
-use flatnet_controller::endpoints::SERVICE_NAME_LABEL;
-use flatnet_controller::services::{is_headless, service_type};
+use flatnet_controller::endpoints::by_service;
+use flatnet_controller::services::{is_headless, load_balancer_ips, service_type};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Annotation choosing the balancing algorithm of a Service.
@@ -76,18 +75,7 @@ fn proto_name(p: Option<&str>) -> &'static str {
 pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<Flow> {
     let mut out = Vec::new();
     // Slices by their Service, so that each Service finds its own in constant time.
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices {
-        if let (Some(ns), Some(name)) = (
-            s.metadata.namespace.as_deref(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL)),
-        ) {
-            by_service.entry((ns, name.as_str())).or_default().push(s);
-        }
-    }
+    let by_service = by_service(slices);
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
         if service_type(spec) == "ExternalName" || is_headless(spec) {
@@ -120,15 +108,7 @@ pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<
                 .and_then(|c| c.timeout_seconds)
                 .unwrap_or(10800) as u32
         });
-        let lb_ips: Vec<IpAddr> = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.clone())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| i.ip.as_ref()?.parse().ok())
-            .collect();
+        let lb_ips = load_balancer_ips(svc);
         let external_ips: Vec<IpAddr> = spec
             .external_ips
             .iter()

@@ -53,27 +53,8 @@ fn fixture() -> (State, BTreeMap<String, NodeStatus>) {
 }
 
 fn nft_check(ruleset: &str) {
-    let ns = format!("fltest-proxy-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "add", &ns]).status();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns, "nft", "-c", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    assert!(
-        out.status.success(),
-        "nft -c refused the program:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ns = scratch("c");
+    nft_run(&ns.0, &["-c", "-f", "-"], ruleset);
 }
 
 #[test]
@@ -193,8 +174,14 @@ fn listing(ns: &str) -> Vec<String> {
 }
 
 fn nft_apply(ns: &str, text: &str) {
+    nft_run(ns, &["-f", "-"], text);
+}
+
+/// Runs `nft ARGS` with `text` on stdin inside namespace `ns`; fails the test on refusal.
+fn nft_run(ns: &str, args: &[&str], text: &str) {
     let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -208,7 +195,7 @@ fn nft_apply(ns: &str, text: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "nft refused:\n{}\n{text}",
+        "nft {args:?} refused:\n{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
