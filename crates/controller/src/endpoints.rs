@@ -132,13 +132,15 @@ fn service_slices(svc: &Service, pods: &[Seen], state: &State) -> Vec<EndpointSl
                 .iter()
                 .map(|sp| resolve_target_port(sp, s.pod))
                 .collect();
-            let ready = s.ready || publish_not_ready;
+            // A terminating pod still serves, but is not ready: new connections go elsewhere.
+            let ready =
+                (s.ready && !s.pod.terminating) || (publish_not_ready && !s.pod.terminating);
             groups.entry(resolved).or_default().push(Endpoint {
                 addresses: vec![ip.to_string()],
                 conditions: Some(EndpointConditions {
                     ready: Some(ready),
                     serving: Some(s.ready),
-                    terminating: Some(false),
+                    terminating: Some(s.pod.terminating),
                 }),
                 node_name: Some(s.pod.node.clone()),
                 target_ref: Some(ObjectReference {

@@ -214,7 +214,32 @@ fn pod_from_spec(
         labels,
         ports,
         owner,
+        terminating: false,
     }
+}
+
+/// Graceful deletion: the state between `prev` and `next` in which the pods `next` drops
+/// (from nodes that stay) still run but are terminating, so that every node stops sending
+/// them new connections before they go. `None` when no pod goes.
+pub fn graceful(prev: &State, next: &State) -> Option<State> {
+    let going: Vec<PodState> = prev
+        .pods
+        .iter()
+        .filter(|p| next.pod(&p.namespace, &p.name).is_none() && next.node(&p.node).is_some())
+        .map(|p| PodState {
+            terminating: true,
+            ..p.clone()
+        })
+        .collect();
+    if going.is_empty() {
+        return None;
+    }
+    let mut interim = next.clone();
+    interim.pods.extend(going);
+    interim
+        .pods
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Some(interim)
 }
 
 /// Kubernetes' alphabet for generated name suffixes (no vowels, no look-alikes).

@@ -300,3 +300,89 @@ fn bad_services_are_refused_and_nothing_changes() {
         assert_eq!(c.ok(&["get", "services", "-A", "-o", "json"]), before);
     }
 }
+
+#[test]
+fn scaling_while_a_client_loops_fails_no_connection() {
+    let c = Cluster::named("scale");
+    let app = |replicas: u32| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: c, ports: [{{containerPort: 8080}}]}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec: {{containers: [{{name: c}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+        )
+    };
+    c.up(&(cluster_doc(&c.name, "{nodes: 3}") + &app(3)));
+    let vip = service_in(&c, "default", "web")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let stop = stop.clone();
+        let (state, name) = (c.state.path().to_path_buf(), c.name.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            // Bounded: at most 3,000 probes, and only while the scaling goes on.
+            for _ in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let out = std::process::Command::new(common::FLATNET)
+                    .args([
+                        "probe",
+                        "--cluster",
+                        &name,
+                        "--from",
+                        "client",
+                        "--to",
+                        &vip,
+                        "--port",
+                        "80",
+                        "-o",
+                        "json",
+                    ])
+                    .env("FLATNET_STATE_DIR", &state)
+                    .output()
+                    .unwrap();
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                if v["result"] == "connected" {
+                    ok += 1;
+                } else {
+                    failed.push(v);
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for replicas in [1, 4, 2, 5] {
+        let f = c.manifest("scale.yaml", &app(replicas));
+        c.ok(&["apply", "-f", f.to_str().unwrap()]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = looper.join().unwrap();
+    assert!(ok > 10, "the client looped ({ok} probes)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+}

@@ -169,6 +169,7 @@ pub fn apply(
         flatnet_controller::change_config(&mut state, &c.file, cfg)?;
     }
     flatnet_controller::apply(&mut state, m)?;
+    let before = dir.read_state()?;
     let gone: Vec<_> = old_nodes
         .iter()
         .filter(|o| state.node(&o.name).is_none())
@@ -189,6 +190,7 @@ pub fn apply(
             progress(&format!("node {} removed", node.name));
         }
     }
+    drain(dir, &before, &mut state, progress)?;
     dir.write_state(&state)?;
     for n in state
         .nodes
@@ -207,10 +209,29 @@ pub fn apply(
 pub fn delete(dir: &ClusterDir, m: &Manifests, progress: &mut dyn FnMut(&str)) -> Result<State> {
     let _lock = dir.lock()?;
     let mut state = dir.read_state().context("no running cluster")?;
+    let before = state.clone();
     flatnet_controller::delete(&mut state, m);
+    drain(dir, &before, &mut state, progress)?;
     dir.write_state(&state)?;
     wait_synced(dir, &state, Duration::from_secs(120), progress)?;
     Ok(state)
+}
+
+/// Graceful deletion: pods that `next` drops first become terminating, and only once every
+/// node has stopped sending them new connections does `next` (one generation later) go out.
+fn drain(
+    dir: &ClusterDir,
+    prev: &State,
+    next: &mut State,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let Some(mut interim) = flatnet_controller::graceful(prev, next) else {
+        return Ok(());
+    };
+    interim.generation = next.generation;
+    next.generation += 1;
+    dir.write_state(&interim)?;
+    wait_synced(dir, &interim, Duration::from_secs(120), progress)
 }
 
 /// Waits for a node's agent to leave (it stops its pods first), then makes sure it is gone.

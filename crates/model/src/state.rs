@@ -106,6 +106,10 @@ pub struct PodState {
     /// Owning Deployment, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Being deleted: it still runs, but its endpoints are no longer ready, so that every
+    /// node stops sending it new connections before it goes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
 }
 
 impl PodState {
