@@ -133,8 +133,7 @@ fn service_slices(svc: &Service, pods: &[Seen], state: &State) -> Vec<EndpointSl
                 .map(|sp| resolve_target_port(sp, s.pod))
                 .collect();
             // A terminating pod still serves, but is not ready: new connections go elsewhere.
-            let ready =
-                (s.ready && !s.pod.terminating) || (publish_not_ready && !s.pod.terminating);
+            let ready = (s.ready || publish_not_ready) && !s.pod.terminating;
             groups.entry(resolved).or_default().push(Endpoint {
                 addresses: vec![ip.to_string()],
                 conditions: Some(EndpointConditions {
