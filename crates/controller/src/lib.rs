@@ -503,4 +503,64 @@ mod tests {
         );
         assert!(s.pods.is_empty() && s.deployments.is_empty());
     }
+
+    #[test]
+    fn dropped_pods_terminate_before_they_go() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: x}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n";
+        let mut s = new_state(cfg(NodesSpec::Count(3)));
+        apply(&mut s, &manifests(&format!("{APP}---\n{svc}"))).unwrap();
+        let before = s.clone();
+        apply(
+            &mut s,
+            &manifests(&APP.replace("replicas: 5", "replicas: 2")),
+        )
+        .unwrap();
+        let interim = graceful(&before, &s).unwrap();
+        assert_eq!(interim.pods.len(), 5);
+        assert_eq!(interim.pods.iter().filter(|p| p.terminating).count(), 3);
+        assert!(graceful(&s, &s).is_none());
+        // Their endpoints are no longer ready but still serving.
+        let statuses: BTreeMap<String, flatnet_model::NodeStatus> = interim
+            .nodes
+            .iter()
+            .map(|n| {
+                let pods = interim
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == n.name)
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let ip = format!("10.42.{}.{}", n.index, i + 2).parse().unwrap();
+                        (
+                            p.key(),
+                            flatnet_model::PodStatus {
+                                uid: p.uid.clone(),
+                                ips: vec![ip],
+                                phase: "Running".into(),
+                                pid: None,
+                            },
+                        )
+                    })
+                    .collect();
+                (
+                    n.name.clone(),
+                    flatnet_model::NodeStatus {
+                        pods,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let slices = endpoints::slices(&interim, &statuses);
+        let eps: Vec<_> = slices.iter().flat_map(|s| s.endpoints.iter()).collect();
+        let terminating = eps
+            .iter()
+            .filter(|e| e.conditions.as_ref().unwrap().terminating == Some(true))
+            .count();
+        let ready = eps
+            .iter()
+            .filter(|e| e.conditions.as_ref().unwrap().ready == Some(true))
+            .count();
+        assert_eq!((ready, terminating), (2, 3), "{eps:?}");
+    }
 }
