@@ -126,6 +126,9 @@ enum Cmd {
         /// Cluster name.
         #[arg(long, default_value = "flatnet")]
         cluster: String,
+        /// Local port to send from (a client that keeps its port, as a resolver may).
+        #[arg(long)]
+        source_port: Option<u16>,
     },
     /// Prove the guarantees with real connections; non-zero exit on any failure.
     Check {
@@ -310,6 +313,7 @@ fn run(cmd: Cmd) -> Result<i32> {
             ipv6,
             output,
             cluster,
+            source_port,
         } => {
             let (dir, state) = existing(&cluster)?;
             let src = Target::parse(&from, &state)?;
@@ -319,6 +323,7 @@ fn run(cmd: Cmd) -> Result<i32> {
                 target: std::net::SocketAddr::new(ip, port),
                 protocol,
                 timeout: Duration::from_secs_f64(timeout),
+                source_port,
             });
             let mut server = report.server.clone();
             if let Some(s) = server.as_mut() {

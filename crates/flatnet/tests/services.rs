@@ -386,3 +386,61 @@ spec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
         ok + failed.len()
     );
 }
+
+#[test]
+fn udp_recovers_at_once_when_its_only_endpoint_is_replaced() {
+    let c = Cluster::named("udp");
+    let app = |version: &str| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: dns}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: dns}}}}
+  template:
+    metadata: {{labels: {{app: dns, version: "{version}"}}}}
+    spec: {{containers: [{{name: c, ports: [{{containerPort: 5353, protocol: UDP}}]}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec: {{containers: [{{name: c}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: dns}}
+spec: {{selector: {{app: dns}}, ports: [{{port: 53, protocol: UDP, targetPort: 5353}}]}}
+"#
+        )
+    };
+    c.up(&(cluster_doc(&c.name, "{nodes: 2}") + &app("1")));
+    let vip = service_in(&c, "default", "dns")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A client that keeps its source port, as a resolver does: one conntrack entry throughout.
+    let ask = || {
+        probe(
+            &c,
+            "client",
+            &vip,
+            53,
+            &[
+                "--protocol",
+                "udp",
+                "--source-port",
+                "40053",
+                "--timeout",
+                "1",
+            ],
+        )
+    };
+    let first = served(&ask());
+    let f = c.manifest("v2.yaml", &app("2"));
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    // The very next datagram reaches the new pod: the stale entry was deleted.
+    let v = ask();
+    let second = served(&v);
+    assert_ne!(first, second, "the endpoint was replaced");
+}

@@ -199,6 +199,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                     target: job.addr,
                     protocol: job.protocol,
                     timeout,
+                    source_port: None,
                 });
                 let (ok, detail) = judge(&job, &report);
                 rows.lock().unwrap().push((

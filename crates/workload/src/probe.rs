@@ -72,6 +72,8 @@ pub struct Probe {
     pub protocol: Protocol,
     /// The limit on the whole probe.
     pub timeout: Duration,
+    /// Bind this local port (a client that keeps its port, as a DNS resolver may).
+    pub source_port: Option<u16>,
 }
 
 /// One connection attempt from inside `netns` (a path like /run/netns/NAME;
@@ -99,6 +101,25 @@ pub fn probe(p: &Probe) -> ProbeReport {
             )
         }
     };
+    if let Some(port) = p.source_port {
+        let local = SocketAddr::new(
+            match p.target {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            port,
+        );
+        let bound = sock
+            .set_reuse_address(true)
+            .and_then(|_| sock.bind(&local.into()));
+        if let Err(e) = bound {
+            return failed(
+                ProbeResult::Unreachable,
+                format!("cannot bind port {port}: {e}"),
+                begun,
+            );
+        }
+    }
     // Latency counts from here: opening a socket in a namespace is not the network's time.
     let started = Instant::now();
     let connected = match p.protocol {

@@ -152,6 +152,7 @@ async fn probe_async(
             target,
             protocol,
             timeout,
+            source_port: None,
         })
     })
     .await
@@ -374,6 +375,7 @@ fn probe_refused_on_closed_tcp_and_udp_ports() {
                 target,
                 protocol,
                 timeout: Duration::from_secs(3),
+                source_port: None,
             });
             assert_eq!(r.result, ProbeResult::Refused, "{protocol} {target}: {r:?}");
             assert!(r.server.is_none() && r.client_address.is_none());
@@ -394,6 +396,7 @@ fn probe_unreachable_from_a_namespace_without_routes() {
                 target: target.parse().unwrap(),
                 protocol,
                 timeout: Duration::from_secs(3),
+                source_port: None,
             });
             assert_eq!(
                 r.result,
@@ -437,6 +440,7 @@ fn probe_times_out_where_packets_vanish() {
             target: "192.0.2.2:80".parse().unwrap(),
             protocol,
             timeout,
+            source_port: None,
         });
         let took = started.elapsed();
         assert_eq!(r.result, ProbeResult::Timeout, "{protocol}: {r:?}");
@@ -473,6 +477,7 @@ fn socket_in_netns_creates_the_socket_inside_the_namespace() {
             target,
             protocol,
             timeout,
+            source_port: None,
         });
         assert_eq!(
             inside.result,
@@ -487,6 +492,7 @@ fn socket_in_netns_creates_the_socket_inside_the_namespace() {
                 target,
                 protocol,
                 timeout,
+                source_port: None,
             });
             assert_eq!(
                 outside.result,
@@ -550,6 +556,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             target,
             protocol: Protocol::Sctp,
             timeout: Duration::from_secs(3),
+            source_port: None,
         });
         assert_eq!(r.result, ProbeResult::Connected, "{r:?}");
         assert_eq!(r.server.unwrap().pod, "web-1");
@@ -563,6 +570,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             target,
             protocol: Protocol::Tcp,
             timeout: Duration::from_secs(3),
+            source_port: None,
         });
         assert_eq!(tcp.result, ProbeResult::Connected, "{tcp:?}");
         // Probing SCTP cannot even open a socket.
@@ -571,6 +579,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             target,
             protocol: Protocol::Sctp,
             timeout: Duration::from_secs(3),
+            source_port: None,
         });
         assert_eq!(r.result, ProbeResult::Unreachable, "{r:?}");
         assert!(r.error.unwrap().contains("cannot open a sctp socket"));
