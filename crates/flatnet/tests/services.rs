@@ -59,6 +59,13 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: mg, namespace: s, annotations: {flatnet.dev/load-balancing: maglev}}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: public, namespace: s}
 spec:
   type: LoadBalancer
@@ -169,6 +176,18 @@ fn services_end_to_end() {
         .map(|_| served(&probe(&c, "s/client", &rr, 80, &[])))
         .collect();
     assert_eq!(turns.len(), 3, "{turns:?}");
+
+    // Maglev: each client keeps its backend, connection after connection.
+    let mg = service(&c, "mg")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for from in ["s/client", "s/client2"] {
+        let first = served(&probe(&c, from, &mg, 80, &[]));
+        for _ in 0..5 {
+            assert_eq!(served(&probe(&c, from, &mg, 80, &[])), first, "{from}");
+        }
+    }
 
     // NodePort on every node and the LoadBalancer IP, from outside.
     let public = service(&c, "public");

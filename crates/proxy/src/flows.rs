@@ -17,6 +17,9 @@ pub enum Algorithm {
     Random,
     /// In turn, one counter per Service port.
     RoundRobin,
+    /// Consistent hashing of the client address over a Maglev table: a client keeps its
+    /// backend, and adding an endpoint moves few clients.
+    Maglev,
 }
 
 /// One endpoint of a Service port.
@@ -99,6 +102,7 @@ pub fn flows(services: &[Service], slices: &[EndpointSlice], node: &str) -> Vec<
             .map(String::as_str)
         {
             Some("round-robin") => Algorithm::RoundRobin,
+            Some("maglev") => Algorithm::Maglev,
             _ => Algorithm::Random,
         };
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {

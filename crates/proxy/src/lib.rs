@@ -9,6 +9,7 @@ pub mod announce;
 pub mod apply;
 pub mod conntrack;
 pub mod flows;
+pub mod maglev;
 pub mod render;
 
 use flatnet_model::ClusterConfig;

@@ -217,8 +217,25 @@ fn dnat(f: &Flow, backends: &[&Backend]) -> Vec<String> {
                 arms.join(", ")
             )]
         }
+        Algorithm::Maglev => {
+            let names: Vec<String> = backends.iter().map(|b| dnat_target(b)).collect();
+            let arms: Vec<String> = crate::maglev::table(&names, crate::maglev::TABLE_SIZE)
+                .iter()
+                .enumerate()
+                .map(|(slot, i)| format!("{slot} : {} . {}", backends[*i].ip, backends[*i].port))
+                .collect();
+            vec![format!(
+                "meta l4proto {} dnat {ip} addr . port to jhash {ip} saddr mod {} seed {MAGLEV_SEED:#x} map {{ {} }}",
+                f.proto,
+                crate::maglev::TABLE_SIZE,
+                arms.join(", ")
+            )]
+        }
     }
 }
+
+/// Seed of the client-address hash that picks a Maglev slot.
+const MAGLEV_SEED: u32 = 0x666c_6174;
 
 /// Spreads over `backends` (non-empty): in place, or through per-endpoint chains when the
 /// Service has ClientIP affinity (each endpoint chain records its clients).
@@ -232,7 +249,7 @@ fn spread(f: &Flow, backends: &[&Backend]) -> Vec<String> {
 
 fn numgen(f: &Flow) -> &'static str {
     match f.algorithm {
-        Algorithm::Random => "random",
+        Algorithm::Random | Algorithm::Maglev => "random",
         Algorithm::RoundRobin => "inc",
     }
 }

@@ -128,6 +128,8 @@ fn shapes_map_to_the_right_rules() {
     assert!(p.contains("ip saddr != { 192.168.1.0/24 } drop"));
     // Round robin and the external IP.
     assert!(p.contains("numgen inc mod"));
+    // Maglev: a 251-slot table indexed by a hash of the client address.
+    assert!(p.contains("dnat ip addr . port to jhash ip saddr mod 251 seed 0x666c6174 map { 0 : "));
     // Affinity keeps a chain per endpoint; the others translate in place.
     assert!(p.contains("numgen random mod 3 vmap"));
     assert!(p.contains("192.168.1.150 . tcp . 8080 : goto ext-"));
