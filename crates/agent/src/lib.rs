@@ -4,6 +4,7 @@
 //! pod, wired by the CNI plugin invoked by exec, running `flatnet workload`.
 
 pub mod env;
+pub mod resolv;
 pub mod runtime;
 pub mod serve;
 
@@ -217,6 +218,7 @@ impl Agent {
         rp: &mut RunningPod,
     ) -> Result<()> {
         let ns_path = netns::create(netns_name)?;
+        self.write_resolv_conf(pod, state, netns_name)?;
         let net = self.network()?;
         let result = net.add(&Attachment {
             container_id: &pod.uid,
@@ -244,22 +246,61 @@ impl Agent {
         Ok(())
     }
 
+    /// Writes the pod's resolv.conf where `ip netns exec` (and so `flatnet exec`) mounts it.
+    fn write_resolv_conf(&self, pod: &PodState, state: &State, netns_name: &str) -> Result<()> {
+        let dns: Vec<IpAddr> = state
+            .services
+            .iter()
+            .find(|s| {
+                s.metadata.namespace.as_deref() == Some("kube-system")
+                    && s.metadata.name.as_deref() == Some(names::CLUSTER_DNS_SERVICE)
+            })
+            .and_then(|s| s.spec.as_ref())
+            .map(flatnet_controller::services::cluster_ips)
+            .unwrap_or_else(|| vec![names::cluster_dns_ip(&state.config.service_cidrs[0])]);
+        let node = resolv::NodeResolv {
+            nameservers: vec![IpAddr::V4(flatnet_model::state::external_ip(
+                &state.config.node_cidr,
+            ))],
+            searches: Vec::new(),
+        };
+        // One nameserver per family would make resolvers wait on each; kubelet lists one.
+        let text = resolv::resolv_conf(
+            pod,
+            &dns[..dns.len().min(1)],
+            &state.config.cluster_domain,
+            &node,
+        );
+        let dir = names::etc_netns_dir(netns_name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), text)?;
+        Ok(())
+    }
+
     fn spawn_workload(&self, pod: &PodState, state: &State, ns_path: &Path) -> Result<Child> {
         let log_dir = self.cfg.cluster.log_dir();
         std::fs::create_dir_all(&log_dir)?;
         let log =
             std::fs::File::create(log_dir.join(format!("pod-{}-{}.log", pod.namespace, pod.name)))?;
         let mut cmd = Command::new(&self.cfg.flatnet_exe);
-        cmd.arg("workload")
-            .arg("--pod")
-            .arg(pod.key())
-            .arg("--node")
-            .arg(&pod.node);
-        for p in &pod.ports {
-            cmd.arg("--port")
-                .arg(format!("{}:{}", p.protocol.to_lowercase(), p.port));
+        if pod.command.len() > 1 {
+            // A flatnet program (e.g. `flatnet dns`) instead of the workload.
+            cmd.args(&pod.command[1..]);
+        } else {
+            cmd.arg("workload")
+                .arg("--pod")
+                .arg(pod.key())
+                .arg("--node")
+                .arg(&pod.node);
+            for p in &pod.ports {
+                cmd.arg("--port")
+                    .arg(format!("{}:{}", p.protocol.to_lowercase(), p.port));
+            }
         }
-        cmd.envs(env::service_env(&state.services, &pod.namespace));
+        cmd.envs(env::service_env(&state.services, &pod.namespace))
+            .env("FLATNET_CLUSTER", &self.cfg.cluster.name)
+            .env("FLATNET_POD", pod.key())
+            .env("FLATNET_NODE", &pod.node);
         let ns_file = std::fs::File::open(ns_path)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         // SAFETY: only async-signal-safe calls (setns, setsid) between fork and exec.
@@ -313,6 +354,7 @@ impl Agent {
             }
         }
         netns::kill_and_delete(&pod.netns);
+        let _ = std::fs::remove_dir_all(names::etc_netns_dir(&pod.netns));
     }
 
     /// Restarts workloads that exited, as kubelet restarts containers.

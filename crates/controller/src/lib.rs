@@ -186,7 +186,12 @@ pub fn delete(state: &mut State, m: &Manifests) {
 }
 
 fn same_pod(a: &PodState, b: &PodState) -> bool {
-    a.labels == b.labels && a.ports == b.ports && (b.node.is_empty() || a.node == b.node)
+    a.labels == b.labels
+        && a.ports == b.ports
+        && a.command == b.command
+        && (&a.hostname, &a.subdomain, &a.dns_policy, &a.dns_config)
+            == (&b.hostname, &b.subdomain, &b.dns_policy, &b.dns_config)
+        && (b.node.is_empty() || a.node == b.node)
 }
 
 fn pod_from_spec(
@@ -215,7 +220,27 @@ fn pod_from_spec(
         ports,
         owner,
         terminating: false,
+        command: flatnet_command(spec),
+        hostname: spec.hostname.clone(),
+        subdomain: spec.subdomain.clone(),
+        dns_policy: spec.dns_policy.clone(),
+        dns_config: spec.dns_config.clone(),
     }
+}
+
+/// The first container's command and args when it runs `flatnet` itself.
+fn flatnet_command(spec: &PodSpec) -> Vec<String> {
+    let Some(c) = spec.containers.first() else {
+        return Vec::new();
+    };
+    let command = c.command.clone().unwrap_or_default();
+    if command.first().map(String::as_str) != Some("flatnet") {
+        return Vec::new();
+    }
+    command
+        .into_iter()
+        .chain(c.args.clone().unwrap_or_default())
+        .collect()
 }
 
 /// Graceful deletion: the state between `prev` and `next` in which the pods `next` drops

@@ -228,6 +228,16 @@ fn down_after_killed_up_leaves_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(c.namespaces().is_empty(), "{:?}", c.namespaces());
         assert!(!Path::new(&c.state.path().join(&c.name)).exists());
+        let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            !etc.iter().any(|n| n.starts_with(&format!("{}.", c.name))),
+            "{etc:?}"
+        );
         let leftovers = Command::new("pgrep")
             .args(["-f", &format!("--cluster {}", c.name)])
             .output()

@@ -351,6 +351,14 @@ pub fn down(name: &str) -> Result<Removed> {
         netns::kill_and_delete(&ns);
         removed.namespaces += 1;
     }
+    // Pods' resolv.conf files that `ip netns exec` mounts.
+    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     if dir.path.exists() {
         std::fs::remove_dir_all(&dir.path)
             .with_context(|| format!("removing {}", dir.path.display()))?;

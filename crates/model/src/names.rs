@@ -37,6 +37,23 @@ pub fn netns_path(name: &str) -> std::path::PathBuf {
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// Where `ip netns exec` finds a namespace's own files (its resolv.conf, bind-mounted over
+/// /etc/resolv.conf for programs run inside).
+pub fn etc_netns_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name)
+}
+
+/// The cluster DNS Service, in `kube-system`.
+pub const CLUSTER_DNS_SERVICE: &str = "kube-dns";
+
+/// The conventional cluster DNS address of a service range: its tenth address.
+pub fn cluster_dns_ip(service_cidr: &ipnet::IpNet) -> std::net::IpAddr {
+    match service_cidr {
+        ipnet::IpNet::V4(n) => std::net::IpAddr::V4((u32::from(n.network()) + 10).into()),
+        ipnet::IpNet::V6(n) => std::net::IpAddr::V6((u128::from(n.network()) + 10).into()),
+    }
+}
+
 /// The node network bridge inside the fabric namespace.
 pub const FABRIC_BRIDGE: &str = "fabric0";
 /// The pod bridge inside each node namespace.

@@ -86,7 +86,7 @@ pub struct PodPort {
 }
 
 /// A pod scheduled to a node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodState {
     /// Kubernetes namespace.
@@ -106,6 +106,22 @@ pub struct PodState {
     /// Owning Deployment, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// A flatnet program to run instead of the workload (the first container's `command`
+    /// and `args` when its command is `flatnet`), e.g. `[flatnet, dns]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// `spec.hostname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `spec.subdomain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    /// `spec.dnsPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    /// `spec.dnsConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<k8s_openapi::api::core::v1::PodDNSConfig>,
     /// Being deleted: it still runs, but its endpoints are no longer ready, so that every
     /// node stops sending it new connections before it goes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
