@@ -5,6 +5,9 @@
 use flatnet_model::PodState;
 use std::net::IpAddr;
 
+/// `options` entries: name and optional value.
+type Options = Vec<(String, Option<String>)>;
+
 /// Most nameservers a resolver reads.
 const MAX_NAMESERVERS: usize = 3;
 /// Most search domains kubelet keeps.
@@ -27,11 +30,8 @@ pub fn resolv_conf(
     node: &NodeResolv,
 ) -> String {
     let policy = pod.dns_policy.as_deref().unwrap_or("ClusterFirst");
-    let (mut servers, mut searches, mut options): (
-        Vec<String>,
-        Vec<String>,
-        Vec<(String, Option<String>)>,
-    ) = match policy {
+    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Options) = match policy
+    {
         "None" => (vec![], vec![], vec![]),
         "Default" => (
             node.nameservers.iter().map(|s| s.to_string()).collect(),
