@@ -188,19 +188,20 @@ fn wire(
     nl.set_up(bridge.index).map_err(io)?;
 
     let host = host_veth_name(&inv.container_id, &inv.ifname);
-    let tmp = format!("tmp{}", &host[4..]);
-    for stale in [&host, &tmp] {
-        if let Some(l) = nl.link(stale).map_err(io)? {
-            nl.del_link(l.index).map_err(io)?;
-        }
+    if let Some(l) = nl.link(&host).map_err(io)? {
+        nl.del_link(l.index).map_err(io)?;
     }
-    nl.add_veth(&host, &tmp, conf.mtu).map_err(io)?;
-    let peer = nl.require(&tmp).map_err(io)?;
-    nl.move_to(peer.index, ns).map_err(io)?;
+    // The pod's end is born in the pod's namespace under its final name; the kernel refuses
+    // (EEXIST) if the pod already has an interface of that name.
+    nl.add_veth_into(&host, &inv.ifname, conf.mtu, ns)
+        .map_err(|e| {
+            io(format!(
+                "{e:#} (does the container already have {}?)",
+                inv.ifname
+            ))
+        })?;
 
     let ifname = inv.ifname.clone();
-    let tmp_name = tmp.clone();
-    let mtu = conf.mtu;
     let allocs_in = allocs.to_vec();
     let routes: Vec<RouteEntry> = allocs
         .iter()
@@ -212,18 +213,13 @@ fn wire(
         let nl = Netlink::new()?;
         let lo = nl.require("lo")?;
         nl.set_up(lo.index)?;
-        if nl.link(&ifname)?.is_some() {
-            anyhow::bail!("an interface {ifname} already exists in the container");
-        }
-        let l = nl.require(&tmp_name)?;
-        nl.rename(l.index, &ifname, None)?;
+        let l = nl.require(&ifname)?;
         if allocs_in.iter().any(|a| a.address.addr().is_ipv6()) {
             netns::sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")?;
         }
         for a in &allocs_in {
             nl.ensure_address(l.index, a.address)?;
         }
-        nl.set_mtu(l.index, mtu)?;
         nl.set_up(l.index)?;
         for r in &routes_in {
             nl.replace_route(&Route {

@@ -52,14 +52,12 @@ fn plug(
     if let Some(old) = nl.link(fabric_end)? {
         nl.del_link(old.index)?;
     }
-    let peer = format!("{fabric_end}-in");
-    nl.add_veth(fabric_end, &peer, mtu)?;
+    nl.add_veth_into(fabric_end, "eth0", mtu, &ns_path)?;
     let bridge = nl.require(FABRIC_BRIDGE)?;
     let end = nl.require(fabric_end)?;
     nl.set_controller(end.index, bridge.index)?;
-    nl.move_to(nl.require(&peer)?.index, &ns_path)?;
-    let l = inside.require(&peer)?;
-    inside.rename(l.index, "eth0", Some(mac))?;
+    let l = inside.require("eth0")?;
+    inside.set_mac(l.index, mac)?;
     inside.ensure_address(l.index, IpNet::V4(Ipv4Net::new(ip, net.prefix_len())?))?;
     inside.set_up(l.index)?;
     Ok(())
