@@ -128,7 +128,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// `cluster.local.`, TTL 5, pods disabled.
+    /// `zone` with TTL [`DEFAULT_TTL`] and pods disabled ([`Config::default`] is
+    /// `cluster.local.`).
     pub fn new(zone: Name) -> Self {
         Config {
             zone,

@@ -28,7 +28,11 @@ pub(crate) fn parse_dashed(label: &str) -> Option<IpAddr> {
     if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// `d.c.b.a.in-addr.arpa.` or the 32-nibble `ip6.arpa.` name.

@@ -69,7 +69,11 @@ impl Node {
             out.extend(self.ptr.iter().map(|t| RData::PTR(PTR(t.clone()))));
         }
         if any || qtype == RecordType::TXT {
-            out.extend(self.txt.iter().map(|t| RData::TXT(TXT::new(vec![t.clone()]))));
+            out.extend(
+                self.txt
+                    .iter()
+                    .map(|t| RData::TXT(TXT::new(vec![t.clone()]))),
+            );
         }
         out
     }
@@ -88,6 +92,7 @@ impl Node {
 /// | `<svc>.<ns>.svc.<zone>` | ClusterIP: A/AAAA of the ClusterIPs; headless: A/AAAA of the ready endpoints (all with publishNotReadyAddresses; no name without any); ExternalName: CNAME; SRV for every port (CoreDNS) |
 /// | `_<port>._<proto>.<svc>.<ns>.svc.<zone>` | SRV per named port (headless: per endpoint), priority 0, weight 100 |
 /// | `<host>.<svc>.<ns>.svc.<zone>` | headless only: A/AAAA of the endpoints with that hostname, or whose dashed address (`10-42-0-2`) is `<host>` when they have none |
+/// | ExternalName Services | CNAME only: no SRV and no endpoint names |
 /// | `<a-b-c-d>.<ns>.pod.<zone>` | per [`PodsMode`] |
 /// | `d.c.b.a.in-addr.arpa.`, nibble `ip6.arpa.` | PTR to the Service name for ClusterIPs, to the endpoint name for headless endpoints with a hostname |
 ///
@@ -254,7 +259,10 @@ impl Zone {
                 }
                 for (p, pn) in svc.ports.iter().zip(&port_names) {
                     if let Some(pn) = pn {
-                        push_unique(&mut self.node_mut(pn.clone()).srv, mk_srv(p.port, &svc_name));
+                        push_unique(
+                            &mut self.node_mut(pn.clone()).srv,
+                            mk_srv(p.port, &svc_name),
+                        );
                     }
                 }
                 for ip in &svc.cluster_ips {
@@ -305,7 +313,8 @@ impl Zone {
     /// to the client's limit (the EDNS0 payload size of its OPT record, at least 512, else 512)
     /// and to this server limit, with TC set when answer records had to be left out (additional
     /// records are dropped first, without TC). `None` is TCP: the full answer (up to 65535
-    /// bytes).
+    /// bytes). hickory compresses at most 120 names per message, so large answers take more
+    /// room than fully compressed ones would.
     ///
     /// - [`Answer::Forward`] for names outside the zone (see [`Zone::in_zone`]) and classes
     ///   other than IN / ANY.
@@ -424,7 +433,11 @@ impl Zone {
             }
             for target in targets {
                 if let Some(node) = self.lookup(&target) {
-                    for rd in node.rdata(RecordType::A).into_iter().chain(node.rdata(RecordType::AAAA)) {
+                    for rd in node
+                        .rdata(RecordType::A)
+                        .into_iter()
+                        .chain(node.rdata(RecordType::AAAA))
+                    {
                         resp.add_additional(Record::from_rdata(target.clone(), ttl, rd));
                     }
                 }

@@ -41,7 +41,13 @@ fn external(name: &str, target: &str) -> ServiceView {
     }
 }
 
-fn ep(service: &str, addr: &str, ready: bool, hostname: Option<&str>, ports: Vec<PortView>) -> EndpointView {
+fn ep(
+    service: &str,
+    addr: &str,
+    ready: bool,
+    hostname: Option<&str>,
+    ports: Vec<PortView>,
+) -> EndpointView {
     EndpointView {
         namespace: "x".into(),
         service: service.into(),
@@ -54,10 +60,34 @@ fn ep(service: &str, addr: &str, ready: bool, hostname: Option<&str>, ports: Vec
 
 fn snapshot() -> Snapshot {
     let mut endpoints = vec![
-        ep("db", "10.42.0.5", true, Some("db-0"), vec![port("pg", "TCP", 15432)]),
-        ep("db", "fd00:10:42::5", true, Some("db-0"), vec![port("pg", "TCP", 15432)]),
-        ep("db", "10.42.1.6", true, None, vec![port("pg", "TCP", 15432)]),
-        ep("db", "10.42.2.7", false, Some("db-2"), vec![port("pg", "TCP", 15432)]),
+        ep(
+            "db",
+            "10.42.0.5",
+            true,
+            Some("db-0"),
+            vec![port("pg", "TCP", 15432)],
+        ),
+        ep(
+            "db",
+            "fd00:10:42::5",
+            true,
+            Some("db-0"),
+            vec![port("pg", "TCP", 15432)],
+        ),
+        ep(
+            "db",
+            "10.42.1.6",
+            true,
+            None,
+            vec![port("pg", "TCP", 15432)],
+        ),
+        ep(
+            "db",
+            "10.42.2.7",
+            false,
+            Some("db-2"),
+            vec![port("pg", "TCP", 15432)],
+        ),
         ep("empty", "10.42.3.3", false, None, vec![]),
         ep("pnr", "10.42.3.4", false, Some("pnr-0"), vec![]),
         ep("pnr", "10.42.3.5", true, None, vec![]),
@@ -66,22 +96,32 @@ fn snapshot() -> Snapshot {
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 1)) + i);
         endpoints.push(ep("many", &addr.to_string(), true, None, vec![]));
     }
-    for i in 0..12u8 {
+    for i in 0..8u8 {
         let addr = Ipv4Addr::new(10, 44, 0, i + 1);
-        endpoints.push(ep("twelve", &addr.to_string(), true, None, vec![port("p", "TCP", 7000)]));
+        endpoints.push(ep(
+            "eight",
+            &addr.to_string(),
+            true,
+            None,
+            vec![port("p", "TCP", 7000)],
+        ));
     }
     let mut pnr = svc("pnr", &[], vec![]);
     pnr.publish_not_ready = true;
     Snapshot {
         services: vec![
-            svc("web", &["10.96.0.10"], vec![port("http", "TCP", 80), port("", "TCP", 8080)]),
+            svc(
+                "web",
+                &["10.96.0.10"],
+                vec![port("http", "TCP", 80), port("", "TCP", 8080)],
+            ),
             svc("v6", &["fd00:96::10"], vec![port("dns", "UDP", 53)]),
             svc("dual", &["10.96.0.11", "fd00:96::11"], vec![]),
             svc("db", &[], vec![port("pg", "TCP", 5432)]),
             svc("empty", &[], vec![]),
             pnr,
             svc("many", &[], vec![]),
-            svc("twelve", &[], vec![port("p", "TCP", 7000)]),
+            svc("eight", &[], vec![port("p", "TCP", 7000)]),
             external("ext", "example.com"),
             external("alias", "web.x.svc.cluster.local"),
             external("dangling", "nothing.x.svc.cluster.local."),
@@ -90,17 +130,25 @@ fn snapshot() -> Snapshot {
         ],
         endpoints,
         pods: vec![
-            PodView { namespace: "x".into(), ip: ip("10.42.0.5") },
-            PodView { namespace: "x".into(), ip: ip("fd00:10:42::5") },
+            PodView {
+                namespace: "x".into(),
+                ip: ip("10.42.0.5"),
+            },
+            PodView {
+                namespace: "x".into(),
+                ip: ip("fd00:10:42::5"),
+            },
         ],
         namespaces: vec!["default".into(), "quiet".into()],
     }
 }
 
 fn zone_with(pods: PodsMode, ttl: u32) -> Zone {
-    let mut cfg = Config::default();
-    cfg.pods = pods;
-    cfg.ttl = ttl;
+    let cfg = Config {
+        pods,
+        ttl,
+        ..Config::default()
+    };
     Zone::new(cfg, snapshot())
 }
 
@@ -189,7 +237,9 @@ fn assert_soa(m: &Message, owner: &str, ttl: u32) {
     let r = &m.authorities[0];
     assert_eq!(r.name.to_ascii(), owner);
     assert_eq!(r.ttl, ttl);
-    let RData::SOA(soa) = &r.data else { panic!("not a SOA: {r:?}") };
+    let RData::SOA(soa) = &r.data else {
+        panic!("not a SOA: {r:?}")
+    };
     assert_eq!(soa.mname.to_ascii(), "ns.dns.cluster.local.");
     assert_eq!(soa.rname.to_ascii(), "hostmaster.cluster.local.");
     assert_eq!(soa.minimum, ttl);
@@ -197,14 +247,22 @@ fn assert_soa(m: &Message, owner: &str, ttl: u32) {
 
 fn assert_nxdomain(zone: &Zone, name: &str, qtype: RecordType) {
     let m = ask(zone, name, qtype);
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name} {qtype}");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{name} {qtype}"
+    );
     assert!(m.metadata.authoritative);
     assert_soa(&m, "cluster.local.", 5);
 }
 
 fn assert_nodata(zone: &Zone, name: &str, qtype: RecordType) {
     let m = ask(zone, name, qtype);
-    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name} {qtype}");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "{name} {qtype}"
+    );
     assert!(m.metadata.authoritative);
     assert_soa(&m, "cluster.local.", 5);
 }
@@ -246,13 +304,22 @@ fn srv_of_a_cluster_ip_service() {
     let z = zone();
     let m = ask(&z, "_http._tcp.web.x.svc.cluster.local.", RecordType::SRV);
     assert_positive(&m);
-    assert_eq!(srvs(&m), vec![(0, 100, 80, "web.x.svc.cluster.local.".into())]);
+    assert_eq!(
+        srvs(&m),
+        vec![(0, 100, 80, "web.x.svc.cluster.local.".into())]
+    );
     assert_eq!(m.additionals.len(), 1);
     assert_eq!(m.additionals[0].name.to_ascii(), "web.x.svc.cluster.local.");
-    assert_eq!(m.additionals[0].data, RData::A(Ipv4Addr::new(10, 96, 0, 10).into()));
+    assert_eq!(
+        m.additionals[0].data,
+        RData::A(Ipv4Addr::new(10, 96, 0, 10).into())
+    );
     // UDP port
     let m = ask(&z, "_dns._udp.v6.x.svc.cluster.local.", RecordType::SRV);
-    assert_eq!(srvs(&m), vec![(0, 100, 53, "v6.x.svc.cluster.local.".into())]);
+    assert_eq!(
+        srvs(&m),
+        vec![(0, 100, 53, "v6.x.svc.cluster.local.".into())]
+    );
     assert!(matches!(m.additionals[0].data, RData::AAAA(_)));
     // the Service name itself lists every port, the unnamed one too (CoreDNS)
     let m = ask(&z, "web.x.svc.cluster.local.", RecordType::SRV);
@@ -287,9 +354,18 @@ fn srv_of_a_headless_service_per_ready_endpoint() {
     assert_eq!(
         extra,
         vec![
-            ("10-42-1-6.db.x.svc.cluster.local.".into(), RData::A(Ipv4Addr::new(10, 42, 1, 6).into())),
-            ("db-0.db.x.svc.cluster.local.".into(), RData::A(Ipv4Addr::new(10, 42, 0, 5).into())),
-            ("db-0.db.x.svc.cluster.local.".into(), RData::AAAA("fd00:10:42::5".parse::<Ipv6Addr>().unwrap().into())),
+            (
+                "10-42-1-6.db.x.svc.cluster.local.".into(),
+                RData::A(Ipv4Addr::new(10, 42, 1, 6).into())
+            ),
+            (
+                "db-0.db.x.svc.cluster.local.".into(),
+                RData::A(Ipv4Addr::new(10, 42, 0, 5).into())
+            ),
+            (
+                "db-0.db.x.svc.cluster.local.".into(),
+                RData::AAAA("fd00:10:42::5".parse::<Ipv6Addr>().unwrap().into())
+            ),
         ]
     );
 }
@@ -299,7 +375,9 @@ fn ptr_v4_of_a_cluster_ip() {
     let m = ask(&zone(), "10.0.96.10.in-addr.arpa.", RecordType::PTR);
     assert_positive(&m);
     assert_eq!(m.answers.len(), 1);
-    let RData::PTR(p) = &m.answers[0].data else { panic!() };
+    let RData::PTR(p) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(p.0.to_ascii(), "web.x.svc.cluster.local.");
 }
 
@@ -308,7 +386,9 @@ fn ptr_v6_of_a_cluster_ip() {
     let name = "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.0.d.f.ip6.arpa.";
     let m = ask(&zone(), name, RecordType::PTR);
     assert_positive(&m);
-    let RData::PTR(p) = &m.answers[0].data else { panic!() };
+    let RData::PTR(p) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(p.0.to_ascii(), "v6.x.svc.cluster.local.");
     // NODATA for another type at an owned reverse name, SOA of the reverse zone
     let m = ask(&zone(), name, RecordType::A);
@@ -320,7 +400,9 @@ fn ptr_v6_of_a_cluster_ip() {
 fn ptr_of_headless_endpoints_with_hostname_only() {
     let z = zone();
     let m = ask(&z, "5.0.42.10.in-addr.arpa.", RecordType::PTR);
-    let RData::PTR(p) = &m.answers[0].data else { panic!() };
+    let RData::PTR(p) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(p.0.to_ascii(), "db-0.db.x.svc.cluster.local.");
     let v6 = Name::from_ascii(
         "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.4.0.0.0.1.0.0.0.0.d.f.ip6.arpa.",
@@ -378,12 +460,19 @@ fn endpoint_hostname_and_dashed_address_records() {
 #[test]
 fn external_name_is_a_cname_without_chasing_outside() {
     let z = zone();
-    for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY] {
+    for qtype in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::ANY,
+    ] {
         let m = ask(&z, "ext.x.svc.cluster.local.", qtype);
         assert_positive(&m);
         assert_eq!(m.answers.len(), 1, "{qtype}");
         assert_eq!(m.answers[0].name.to_ascii(), "ext.x.svc.cluster.local.");
-        let RData::CNAME(c) = &m.answers[0].data else { panic!() };
+        let RData::CNAME(c) = &m.answers[0].data else {
+            panic!()
+        };
         assert_eq!(c.0.to_ascii(), "example.com.");
     }
 }
@@ -412,7 +501,9 @@ fn txt_dns_version() {
     let m = ask(&zone(), "dns-version.cluster.local.", RecordType::TXT);
     assert_positive(&m);
     assert_eq!(m.answers.len(), 1);
-    let RData::TXT(t) = &m.answers[0].data else { panic!() };
+    let RData::TXT(t) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(t.txt_data.len(), 1);
     assert_eq!(&*t.txt_data[0], b"1.1.0");
 }
@@ -458,11 +549,15 @@ fn apex_answers_soa_and_ns() {
     let z = zone();
     let m = ask(&z, "cluster.local.", RecordType::SOA);
     assert_positive(&m);
-    let RData::SOA(soa) = &m.answers[0].data else { panic!() };
+    let RData::SOA(soa) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(soa.mname.to_ascii(), "ns.dns.cluster.local.");
     let m = ask(&z, "cluster.local.", RecordType::NS);
     assert_positive(&m);
-    let RData::NS(ns) = &m.answers[0].data else { panic!() };
+    let RData::NS(ns) = &m.answers[0].data else {
+        panic!()
+    };
     assert_eq!(ns.0.to_ascii(), "ns.dns.cluster.local.");
 }
 
@@ -473,7 +568,11 @@ fn matching_is_case_insensitive_and_keeps_the_query_case() {
     let asked = Name::from_ascii("WeB.X.Svc.Cluster.LOCAL.").unwrap();
     assert!(m.queries[0].name().eq_case(&asked));
     assert!(m.answers[0].name.eq_case(&asked));
-    let m = ask(&zone(), "_HTTP._Tcp.web.x.svc.cluster.local.", RecordType::SRV);
+    let m = ask(
+        &zone(),
+        "_HTTP._Tcp.web.x.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(srvs(&m).len(), 1);
 }
 
@@ -492,7 +591,13 @@ fn every_record_has_the_configured_ttl() {
         ("nope.cluster.local.", RecordType::A),
     ] {
         let m = ask(&z, name, qtype);
-        records.extend(m.answers.iter().chain(&m.authorities).chain(&m.additionals).cloned());
+        records.extend(
+            m.answers
+                .iter()
+                .chain(&m.authorities)
+                .chain(&m.additionals)
+                .cloned(),
+        );
     }
     assert!(records.len() > 10);
     for r in records {
@@ -509,7 +614,11 @@ fn udp_truncates_200_headless_endpoints_and_tcp_does_not() {
     let q = query("many.x.svc.cluster.local.", RecordType::A, None);
     let udp = ask_msg(&z, &q, Some(4096));
     assert!(udp.metadata.truncation);
-    assert!(!udp.answers.is_empty() && udp.answers.len() < 200, "{}", udp.answers.len());
+    assert!(
+        !udp.answers.is_empty() && udp.answers.len() < 200,
+        "{}",
+        udp.answers.len()
+    );
     assert!(udp.to_vec().unwrap().len() <= 512);
     assert_eq!(udp.queries.len(), 1);
     let tcp = ask_msg(&z, &q, None);
@@ -521,19 +630,39 @@ fn udp_truncates_200_headless_endpoints_and_tcp_does_not() {
 #[test]
 fn edns0_payload_size_allows_larger_udp_answers() {
     let z = zone();
-    let small = ask_msg(&z, &query("many.x.svc.cluster.local.", RecordType::A, None), Some(4096));
-    let mid = ask_msg(&z, &query("many.x.svc.cluster.local.", RecordType::A, Some(1232)), Some(4096));
+    let small = ask_msg(
+        &z,
+        &query("many.x.svc.cluster.local.", RecordType::A, None),
+        Some(4096),
+    );
+    let mid = ask_msg(
+        &z,
+        &query("many.x.svc.cluster.local.", RecordType::A, Some(1232)),
+        Some(4096),
+    );
     assert!(mid.metadata.truncation);
     assert!(mid.answers.len() > small.answers.len());
     assert!(mid.to_vec().unwrap().len() <= 1232);
-    let big = ask_msg(&z, &query("many.x.svc.cluster.local.", RecordType::A, Some(4096)), Some(4096));
-    assert!(!big.metadata.truncation);
-    assert_eq!(big.answers.len(), 200);
+    let big = ask_msg(
+        &z,
+        &query("many.x.svc.cluster.local.", RecordType::A, Some(4096)),
+        Some(4096),
+    );
+    assert!(big.answers.len() > mid.answers.len());
+    assert!(big.to_vec().unwrap().len() <= 4096);
+    // hickory compresses at most 120 names per message (the CVE-2024-8508 limit of Unbound):
+    // 120 compressed + 80 full A records are 5 kB, so 4096 bytes still truncate
+    assert!(big.metadata.truncation);
+    assert!(big.answers.len() > 150, "{}", big.answers.len());
     let opt = big.edns.as_ref().expect("OPT echoed");
     assert_eq!(opt.max_payload(), 4096);
     assert!(small.edns.is_none());
     // the server's own limit wins over the client's
-    let capped = ask_msg(&z, &query("many.x.svc.cluster.local.", RecordType::A, Some(4096)), Some(1232));
+    let capped = ask_msg(
+        &z,
+        &query("many.x.svc.cluster.local.", RecordType::A, Some(4096)),
+        Some(1232),
+    );
     assert!(capped.metadata.truncation);
     assert_eq!(capped.answers.len(), mid.answers.len());
 }
@@ -541,14 +670,16 @@ fn edns0_payload_size_allows_larger_udp_answers() {
 #[test]
 fn additional_records_are_dropped_before_truncating() {
     let z = zone();
-    let q = query("_p._tcp.twelve.x.svc.cluster.local.", RecordType::SRV, None);
+    // SRV targets are never compressed (RFC 2782): 8 SRV records fit in 512 bytes, their
+    // 8 address records do not.
+    let q = query("_p._tcp.eight.x.svc.cluster.local.", RecordType::SRV, None);
     let tcp = ask_msg(&z, &q, None);
-    assert_eq!(tcp.answers.len(), 12);
-    assert_eq!(tcp.additionals.len(), 12);
+    assert_eq!(tcp.answers.len(), 8);
+    assert_eq!(tcp.additionals.len(), 8);
     assert!(tcp.to_vec().unwrap().len() > 512);
     let udp = ask_msg(&z, &q, Some(4096));
     assert!(!udp.metadata.truncation);
-    assert_eq!(udp.answers.len(), 12);
+    assert_eq!(udp.answers.len(), 8);
     assert!(udp.additionals.is_empty());
 }
 
@@ -579,7 +710,11 @@ fn pods_verified_needs_the_pod_in_the_namespace() {
     let z = zone_with(PodsMode::Verified, 5);
     let m = ask(&z, "10-42-0-5.x.pod.cluster.local.", RecordType::A);
     assert_eq!(ips(&m), vec![ip("10.42.0.5")]);
-    let m = ask(&z, "fd00-10-42-0-0-0-0-5.x.pod.cluster.local.", RecordType::AAAA);
+    let m = ask(
+        &z,
+        "fd00-10-42-0-0-0-0-5.x.pod.cluster.local.",
+        RecordType::AAAA,
+    );
     assert_eq!(ips(&m), vec![ip("fd00:10:42::5")]);
     assert_nxdomain(&z, "10-42-0-5.default.pod.cluster.local.", RecordType::A);
     assert_nxdomain(&z, "10-42-0-6.x.pod.cluster.local.", RecordType::A);
@@ -619,7 +754,8 @@ fn unsupported_edns_version_is_badvers() {
     let mut q = query("web.x.svc.cluster.local.", RecordType::A, Some(1232));
     q.edns.as_mut().unwrap().set_version(1);
     let m = ask_msg(&zone(), &q, Some(512));
-    assert_eq!(m.metadata.response_code, ResponseCode::BADVERS);
+    // BADVERS and BADSIG share the code 16; the decoder names it BADSIG
+    assert_eq!(u16::from(m.metadata.response_code), 16);
     assert_eq!(m.edns.as_ref().unwrap().version(), 0);
 }
 
@@ -643,14 +779,4 @@ fn another_cluster_domain() {
     assert_eq!(ips(&m), vec![ip("10.96.0.10")]);
     let q = query("web.x.svc.cluster.local.", RecordType::A, None);
     assert_eq!(z.answer(&q, Some(512)), Answer::Forward);
-}
-
-#[test]
-fn zz_debug_sizes() {
-    let z = zone();
-    let q = query("many.x.svc.cluster.local.", RecordType::A, Some(4096));
-    let tcp = ask_msg(&z, &q, None);
-    let b = tcp.to_vec().unwrap();
-    eprintln!("len {} answers {}", b.len(), tcp.answers.len());
-    eprintln!("{:?}", &b[..200]);
 }

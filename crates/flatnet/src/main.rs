@@ -160,6 +160,18 @@ enum Cmd {
         #[arg(long)]
         cni_bin_dir: PathBuf,
     },
+    /// The cluster DNS server (runs as pods of the `flatnet-dns` Deployment in kube-system).
+    Dns {
+        /// Cluster name.
+        #[arg(long, env = "FLATNET_CLUSTER")]
+        cluster: String,
+        /// Address to serve on (UDP and TCP).
+        #[arg(long, default_value = "[::]:53")]
+        listen: std::net::SocketAddr,
+        /// Resolvers for names outside the cluster zone, tried in order.
+        #[arg(long)]
+        upstream: Vec<std::net::SocketAddr>,
+    },
     /// The pod workload server (started by agents inside pods).
     Workload {
         /// `namespace/name` of the pod.
@@ -434,6 +446,16 @@ fn run(cmd: Cmd) -> Result<i32> {
                 flatnet_exe: std::env::current_exe()?,
             });
             agent.run(Duration::from_secs(10))?;
+            Ok(0)
+        }
+        Cmd::Dns {
+            cluster,
+            listen,
+            upstream,
+        } => {
+            let dir = ClusterDir::new(&cluster);
+            let domain = dir.read_state()?.config.cluster_domain;
+            flatnet_dnsd::run(dir, &domain, listen, upstream)?;
             Ok(0)
         }
         Cmd::Workload { pod, node, ports } => {

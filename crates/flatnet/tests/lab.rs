@@ -41,8 +41,13 @@ fn count(report: &Value, check_prefix: &str, family: &str) -> usize {
 fn three_nodes_pass_check(backend: &str, tag: &str) {
     let c = Cluster::named(tag);
     c.up(&(cluster_doc(&c.name, &format!("{{nodes: 3, backend: {backend}}}")) + WORKLOADS));
-    let pods = c.pods();
+    let pods: Vec<Value> = c
+        .pods()
+        .into_iter()
+        .filter(|p| p["metadata"]["namespace"] == "x")
+        .collect();
     assert_eq!(pods.len(), 5);
+    assert_eq!(c.pods().len(), 7, "and the two cluster DNS pods");
     let nodes: std::collections::BTreeSet<&str> = pods
         .iter()
         .map(|p| p["spec"]["nodeName"].as_str().unwrap())
@@ -50,9 +55,16 @@ fn three_nodes_pass_check(backend: &str, tag: &str) {
     assert_eq!(nodes.len(), 3, "pods spread over every node");
     let report = c.check();
     for fam in ["IPv4", "IPv6"] {
-        // 5 pods: 20 ordered pairs x TCP and UDP; 3 nodes x 5 pods.
-        assert_eq!(count(&report, "1 pod-to-pod", fam), 40, "{fam}");
+        // 5 workload pods, each reached from the 6 other pods (DNS pods included) over TCP
+        // and UDP; 3 nodes x 5 pods; every pod resolves the 1 Service with a ClusterIP of
+        // this family (kube-dns) by name.
+        assert_eq!(count(&report, "1 pod-to-pod", fam), 60, "{fam}");
         assert_eq!(count(&report, "2 node-to-pod", fam), 15, "{fam}");
+        assert_eq!(
+            count(&report, "3 pod-to-service, by DNS name", fam),
+            7,
+            "{fam}"
+        );
     }
     assert!(count(&report, "1 pod-to-pod, cross node", "IPv4") > 0);
     // The pod's own view of its address is the one the cluster reports.
@@ -89,7 +101,7 @@ fn single_stack_ipv4_cluster() {
     ) + WORKLOADS));
     let report = c.check();
     assert_eq!(count(&report, "1 pod-to-pod", "IPv6"), 0);
-    assert_eq!(count(&report, "1 pod-to-pod", "IPv4"), 40);
+    assert_eq!(count(&report, "1 pod-to-pod", "IPv4"), 60);
 }
 
 #[test]

@@ -279,7 +279,9 @@ spec:
     let metrics = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:10249/metrics').read().decode())";
     let out = c.ok(&["exec", "node/node2", "--", "python3", "-c", metrics]);
     assert!(out.contains("flatnet_proxy_full_syncs_total"), "{out}");
-    assert!(out.contains("flatnet_proxy_endpoints 1"), "{out}");
+    // The Service and kube-dns (UDP and TCP, both families, two DNS pods each).
+    assert!(out.contains("flatnet_proxy_service_ports 5"), "{out}");
+    assert!(out.contains("flatnet_proxy_endpoints 9"), "{out}");
     assert!(
         out.contains("flatnet_proxy_network_programming_duration_seconds_count"),
         "{out}"
@@ -462,4 +464,73 @@ spec: {{selector: {{app: dns}}, ports: [{{port: 53, protocol: UDP, targetPort: 5
     let v = ask();
     let second = served(&v);
     assert_ne!(first, second, "the endpoint was replaced");
+}
+
+#[test]
+fn pods_find_services_by_name() {
+    let c = Cluster::named("dns");
+    let text = cluster_doc(&c.name, "{nodes: 2}")
+        + r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: x}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: x}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
+"#;
+    c.up(&text);
+    let ip = service_in(&c, "x", "web")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The pod's resolv.conf is kubelet's: the cluster DNS, the search path, ndots:5.
+    let resolv = c.ok(&["exec", "x/a", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search x.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    // A short name through the search path, via the kube-dns Service.
+    let hosts = c.ok(&["exec", "x/a", "--", "getent", "ahostsv4", "web"]);
+    assert!(hosts.contains(&ip), "{hosts}");
+    let dig = |args: &[&str]| {
+        let mut full = vec!["exec", "x/a", "--", "dig", "+tries=1", "+time=2"];
+        full.extend(args);
+        c.ok(&full)
+    };
+    assert_eq!(dig(&["+short", "web.x.svc.cluster.local"]).trim(), ip);
+    assert!(
+        dig(&["+short", "SRV", "_http._tcp.web.x.svc.cluster.local"])
+            .contains("80 web.x.svc.cluster.local.")
+    );
+    let nx = dig(&["nothere.x.svc.cluster.local"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
+        "{nx}"
+    );
+    // A new Service is answered at once.
+    let f = c.manifest("late.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {selector: {app: web}, ports: [{port: 81}]}\n");
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let late = service_in(&c, "x", "late")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(dig(&["+short", "late.x.svc.cluster.local"]).trim(), late);
 }

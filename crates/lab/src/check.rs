@@ -129,7 +129,9 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
         .map(|p| (p.key(), pod_ips(dir, state, &p.namespace, &p.name)))
         .collect();
     let mut jobs = Vec::new();
-    for dst in &state.pods {
+    // Pods that run a flatnet program (the cluster DNS) do not serve the probe protocol; the
+    // DNS rows below prove them.
+    for dst in state.pods.iter().filter(|p| p.command.is_empty()) {
         for (proto_name, protocol) in [("TCP", Protocol::Tcp), ("UDP", Protocol::Udp)] {
             let Some(port) = first_port(dst, proto_name) else {
                 continue;
@@ -222,9 +224,9 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
     }
     let mut rows = std::mem::take(&mut *rows.lock().unwrap());
     rows.sort_by_key(|(i, _)| *i);
-    Report {
-        rows: rows.into_iter().map(|(_, r)| r).collect(),
-    }
+    let mut rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    rows.extend(dns_rows(state, timeout));
+    Report { rows }
 }
 
 /// Guarantees 3 and 4: every pod reaches every Service's virtual IPs (and keeps its own
@@ -244,6 +246,7 @@ fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> 
             .pods
             .iter()
             .filter(|p| p.namespace == ns && flatnet_controller::endpoints::selects(&selector, p))
+            .filter(|p| p.command.is_empty())
             .map(|p| p.name.clone())
             .collect();
         if backends.is_empty() {
@@ -319,4 +322,112 @@ fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> 
         }
     }
     jobs
+}
+
+/// Asks `server` for `name`'s addresses of one family from inside `netns` (UDP).
+fn lookup(
+    netns: &std::path::Path,
+    server: SocketAddr,
+    name: &str,
+    v4: bool,
+    timeout: Duration,
+) -> anyhow::Result<Vec<IpAddr>> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let sock = flatnet_workload::socket_in_netns(
+        Some(netns),
+        socket2::Domain::for_address(server),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.connect(&server.into())?;
+    let mut q = Message::new(std::process::id() as u16, MessageType::Query, OpCode::Query);
+    q.metadata.recursion_desired = true;
+    let qtype = if v4 { RecordType::A } else { RecordType::AAAA };
+    q.add_query(Query::query(Name::from_ascii(name)?, qtype));
+    sock.send(&q.to_vec()?)?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let n = sock.recv(&mut buf)?;
+    // SAFETY: recv initialised the first `n` bytes.
+    let bytes: Vec<u8> = buf[..n]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
+    let answer = Message::from_vec(&bytes)?;
+    let mut ips: Vec<IpAddr> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
+
+/// Guarantee 3 by name: every pod resolves every Service with a ClusterIP through the
+/// cluster DNS (its own resolv.conf's server) to that Service's ClusterIP, per family.
+fn dns_rows(state: &State, timeout: Duration) -> Vec<Row> {
+    use flatnet_controller::services::cluster_ips;
+    let Some(dns) = state.services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some("kube-system")
+            && s.metadata.name.as_deref() == Some(flatnet_model::names::CLUSTER_DNS_SERVICE)
+    }) else {
+        return Vec::new();
+    };
+    let Some(server) = dns
+        .spec
+        .as_ref()
+        .and_then(|s| cluster_ips(s).first().copied())
+    else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    for svc in &state.services {
+        let Some(spec) = &svc.spec else { continue };
+        let vips = cluster_ips(spec);
+        let name = format!(
+            "{}.{}.svc.{}.",
+            svc.metadata.name.as_deref().unwrap_or(""),
+            svc.metadata.namespace.as_deref().unwrap_or("default"),
+            state.config.cluster_domain
+        );
+        for v4 in [true, false] {
+            let want: Vec<IpAddr> = vips.iter().filter(|i| i.is_ipv4() == v4).copied().collect();
+            if want.is_empty() {
+                continue;
+            }
+            for pod in &state.pods {
+                let from = Target::Pod {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                };
+                let got = lookup(
+                    &from.netns_path(&state.config.name),
+                    SocketAddr::new(server, 53),
+                    &name,
+                    v4,
+                    timeout,
+                );
+                let (ok, detail) = match got {
+                    Ok(ips) if ips == want => (true, format!("{name} -> {want:?}")),
+                    Ok(ips) => (false, format!("{name} -> {ips:?}, expected {want:?}")),
+                    Err(e) => (false, format!("{name}: {e:#}")),
+                };
+                rows.push(Row {
+                    check: "3 pod-to-service, by DNS name".into(),
+                    from: from.to_string(),
+                    to: format!("{name} {}", if v4 { "A" } else { "AAAA" }),
+                    protocol: Protocol::Udp,
+                    family: if v4 { "IPv4" } else { "IPv6" },
+                    ok,
+                    detail,
+                });
+            }
+        }
+    }
+    rows
 }

@@ -22,6 +22,24 @@ use std::time::{Duration, Instant};
 /// The demo applied by `flatnet up` without `-f`.
 pub const DEMO: &str = include_str!("demo.yaml");
 
+/// Add-ons installed by `up` (the cluster DNS), with `CLUSTER_DNS_IPS` to fill in.
+const ADDONS: &str = include_str!("addons.yaml");
+
+/// The add-on objects for `config`: the `flatnet-dns` Deployment and the `kube-dns` Service
+/// at the tenth address of each service range.
+pub fn addons(config: &flatnet_model::ClusterConfig) -> Result<Manifests> {
+    let ips: Vec<String> = config
+        .service_cidrs
+        .iter()
+        .map(|c| names::cluster_dns_ip(c).to_string())
+        .collect();
+    let text = ADDONS.replace("CLUSTER_DNS_IPS", &ips.join(", "));
+    Ok(flatnet_model::manifest::parse_documents(&[(
+        "<add-ons>".to_string(),
+        text,
+    )])?)
+}
+
 /// Where the binaries the lab runs are.
 #[derive(Clone, Debug)]
 pub struct Binaries {
@@ -121,6 +139,8 @@ pub fn up(
         );
     }
     let mut state = flatnet_controller::new_state(config);
+    let addons = addons(&state.config)?;
+    flatnet_controller::apply(&mut state, &addons)?;
     flatnet_controller::apply(&mut state, m)?;
     progress(&format!(
         "cluster {}: {} nodes, {} pods, backend {}, pods {}",

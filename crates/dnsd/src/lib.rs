@@ -1,0 +1,170 @@
+//! The cluster DNS server of a lab cluster: turns flatnet's desired state and its nodes'
+//! reports into a [`flatnet_dns::Snapshot`], serves it on UDP and TCP, and rebuilds the zone
+//! whenever the store changes. It answers only once the store has been read (never NXDOMAIN
+//! from an empty zone).
+
+use anyhow::{Context, Result};
+use flatnet_controller::endpoints::{slices, SERVICE_NAME_LABEL};
+use flatnet_controller::services::{cluster_ips, is_headless, service_type};
+use flatnet_dns::{Config, EndpointView, PodView, PortView, ServiceView, Snapshot, Zone};
+use flatnet_model::state::{ClusterDir, NodeStatus, State};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// The DNS view of a cluster: Services, endpoints (from the EndpointSlices), pods.
+pub fn snapshot(state: &State, statuses: &BTreeMap<String, NodeStatus>) -> Snapshot {
+    let mut snap = Snapshot {
+        namespaces: state.namespaces.clone(),
+        ..Default::default()
+    };
+    for svc in &state.services {
+        let Some(spec) = &svc.spec else { continue };
+        let external = (service_type(spec) == "ExternalName")
+            .then(|| spec.external_name.clone())
+            .flatten();
+        snap.services.push(ServiceView {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            cluster_ips: cluster_ips(spec),
+            headless: is_headless(spec),
+            external_name: external,
+            ports: spec
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| PortView {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    port: p.port as u16,
+                })
+                .collect(),
+            publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+        });
+    }
+    for slice in slices(state, statuses) {
+        let ns = slice.metadata.namespace.clone().unwrap_or_default();
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .cloned()
+        else {
+            continue;
+        };
+        let ports: Vec<PortView> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortView {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    port: p.port? as u16,
+                })
+            })
+            .collect();
+        for e in &slice.endpoints {
+            // A pod's hostname names its endpoint when its subdomain is the Service.
+            let pod = e
+                .target_ref
+                .as_ref()
+                .and_then(|r| state.pod(&ns, r.name.as_deref().unwrap_or("")));
+            let hostname = e.hostname.clone().or_else(|| {
+                pod.filter(|p| p.subdomain.as_deref() == Some(service.as_str()))
+                    .and_then(|p| p.hostname.clone())
+            });
+            for a in &e.addresses {
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    continue;
+                };
+                snap.endpoints.push(EndpointView {
+                    namespace: ns.clone(),
+                    service: service.clone(),
+                    ip,
+                    ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false),
+                    hostname: hostname.clone(),
+                    ports: ports.clone(),
+                });
+            }
+        }
+    }
+    for p in &state.pods {
+        if let Some(st) = statuses
+            .get(&p.node)
+            .and_then(|s| s.pods.get(&p.key()))
+            .filter(|s| s.uid == p.uid)
+        {
+            for ip in &st.ips {
+                snap.pods.push(PodView {
+                    namespace: p.namespace.clone(),
+                    ip: *ip,
+                });
+            }
+        }
+    }
+    snap
+}
+
+/// Newest modification time among the store's files (the state and every node's status).
+fn store_mtime(dir: &ClusterDir, state: &State) -> Option<SystemTime> {
+    std::iter::once(dir.state_file())
+        .chain(state.nodes.iter().map(|n| dir.node_status_file(&n.name)))
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+fn load(dir: &ClusterDir, cfg: &Config) -> Result<(Zone, Option<SystemTime>)> {
+    let state = dir.read_state()?;
+    let statuses = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), dir.read_node_status(&n.name)))
+        .collect();
+    Ok((
+        Zone::new(cfg.clone(), snapshot(&state, &statuses)),
+        store_mtime(dir, &state),
+    ))
+}
+
+/// Serves cluster `dir`'s zone on `listen` until the cluster is gone; prints `ready` on
+/// stdout once listening (the agent waits for it).
+pub fn run(
+    dir: ClusterDir,
+    domain: &str,
+    listen: SocketAddr,
+    upstream: Vec<SocketAddr>,
+) -> Result<()> {
+    let name = hickory_proto::rr::Name::from_ascii(format!("{}.", domain.trim_end_matches('.')))
+        .with_context(|| format!("cluster domain {domain:?}"))?;
+    let cfg = Config::new(name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (zone, mut seen) = load(&dir, &cfg)?;
+        let zone = Arc::new(RwLock::new(zone));
+        let _server = flatnet_dns::serve_udp_tcp(zone.clone(), listen, upstream).await?;
+        println!("ready");
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let Ok(state) = dir.read_state() else {
+                tracing::info!("cluster state is gone; dns exits");
+                return Ok(());
+            };
+            let now = store_mtime(&dir, &state);
+            if now != seen {
+                match load(&dir, &cfg) {
+                    Ok((z, m)) => {
+                        *zone.write().expect("not poisoned") = z;
+                        seen = m;
+                    }
+                    Err(e) => tracing::warn!("reloading: {e:#}"),
+                }
+            }
+        }
+    })
+}
