@@ -525,6 +525,8 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
         nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
         "{nx}"
     );
+    // Names outside the cluster go to the upstream resolver (on the external host).
+    assert_eq!(dig(&["+short", "www.lab.test"]).trim(), "192.168.1.254");
     // A new Service is answered at once.
     let f = c.manifest("late.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {selector: {app: web}, ports: [{port: 81}]}\n");
     c.ok(&["apply", "-f", f.to_str().unwrap()]);

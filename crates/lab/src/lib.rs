@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 /// The demo applied by `flatnet up` without `-f`.
 pub const DEMO: &str = include_str!("demo.yaml");
 
-/// Add-ons installed by `up` (the cluster DNS), with `CLUSTER_DNS_IPS` to fill in.
+/// Add-ons installed by `up` (the cluster DNS), with `CLUSTER_DNS_IPS` and
+/// `UPSTREAM_RESOLVER` to fill in.
 const ADDONS: &str = include_str!("addons.yaml");
 
 /// The add-on objects for `config`: the `flatnet-dns` Deployment and the `kube-dns` Service
@@ -33,7 +34,13 @@ pub fn addons(config: &flatnet_model::ClusterConfig) -> Result<Manifests> {
         .iter()
         .map(|c| names::cluster_dns_ip(c).to_string())
         .collect();
-    let text = ADDONS.replace("CLUSTER_DNS_IPS", &ips.join(", "));
+    let upstream = format!(
+        "{}:53",
+        flatnet_model::state::external_ip(&config.node_cidr)
+    );
+    let text = ADDONS
+        .replace("CLUSTER_DNS_IPS", &ips.join(", "))
+        .replace("UPSTREAM_RESOLVER", &upstream);
     Ok(flatnet_model::manifest::parse_documents(&[(
         "<add-ons>".to_string(),
         text,
@@ -100,6 +107,44 @@ pub fn resolve(m: &Manifests, name: Option<&str>) -> Result<flatnet_model::Clust
     Ok(resolve_cluster(&file, &name, &spec, &host_networks()?)?)
 }
 
+/// The test domain the `external` host's resolver answers for (every name in it resolves to
+/// the external host): names outside the cluster are forwarded there, never to the internet.
+pub const UPSTREAM_DOMAIN: &str = "lab.test";
+
+/// Starts dnsmasq (Debian's dnsmasq-base) on the `external` host as the world's resolver.
+fn start_upstream_resolver(dir: &ClusterDir, state: &State) -> Result<()> {
+    let ip = flatnet_model::state::external_ip(&state.config.node_cidr);
+    let ns = std::fs::File::open(netns::path(&names::external_netns(&state.config.name)))?;
+    std::fs::create_dir_all(dir.log_dir())?;
+    let log = std::fs::File::create(dir.log_dir().join("external-resolver.log"))?;
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+    ])
+    .arg(format!("--listen-address={ip}"))
+    .arg(format!("--address=/{UPSTREAM_DOMAIN}/{ip}"))
+    .arg("--log-facility=-")
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log);
+    // SAFETY: setns and setsid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .context("starting dnsmasq (apt-get install dnsmasq-base)")?;
+    Ok(())
+}
+
 /// Starts the agent of `node` in the background; it enters the node's namespace itself.
 fn start_agent(dir: &ClusterDir, node: &str, bins: &Binaries) -> Result<u32> {
     std::fs::create_dir_all(dir.log_dir())?;
@@ -160,6 +205,12 @@ pub fn up(
     dir.write_state(&state)?;
     fabric::create(&state)?;
     progress("node network (fabric bridge, external host) created");
+    match start_upstream_resolver(&dir, &state) {
+        Ok(()) => progress(&format!(
+            "upstream resolver for {UPSTREAM_DOMAIN} on the external host"
+        )),
+        Err(e) => progress(&format!("no upstream resolver: {e:#}")),
+    }
     for n in &state.nodes {
         fabric::add_node(&state, n)?;
         start_agent(&dir, &n.name, bins)?;

@@ -119,6 +119,8 @@ fn fixed_chains() -> String {
 		type nat hook postrouting priority 100; policy accept;
 		ip saddr . ip daddr @hairpin-v4 jump mark-for-masquerade
 		ip6 saddr . ip6 daddr @hairpin-v6 jump mark-for-masquerade
+		ip saddr @pod-cidrs-v4 ip daddr != @pod-cidrs-v4 jump mark-for-masquerade
+		ip6 saddr @pod-cidrs-v6 ip6 daddr != @pod-cidrs-v6 jump mark-for-masquerade
 		jump masquerading
 	}}
 	chain masquerading {{
