@@ -3,16 +3,12 @@
 //! LoadBalancer, answering 200 while the node has local endpoints and 503 otherwise.
 
 use anyhow::Result;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use flatnet_httpd::{listen, reply, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 /// Port of `/metrics` and `/healthz` (kube-proxy's metrics port).
@@ -121,45 +117,6 @@ pub struct Servers {
     rt: tokio::runtime::Runtime,
     checks: Checks,
     listeners: BTreeMap<u16, tokio::task::JoinHandle<()>>,
-}
-
-fn reply(status: StatusCode, body: String, kind: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", kind)
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
-}
-
-/// Serves `answer` on `[::]:port` (both families) until the task is aborted.
-async fn listen<F>(port: u16, answer: F) -> Result<tokio::task::JoinHandle<()>>
-where
-    F: Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync + Clone + 'static,
-{
-    let sock = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
-    sock.set_only_v6(false)?;
-    sock.set_reuse_address(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-    sock.listen(128)?;
-    let listener = tokio::net::TcpListener::from_std(sock.into())?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let r = answer(&req);
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    }))
 }
 
 impl Servers {

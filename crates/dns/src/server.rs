@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
 use crate::{Answer, Zone};
 
 /// The largest UDP response this server sends, whatever the client's EDNS0 size.
@@ -53,6 +54,7 @@ pub async fn serve_udp_tcp(
     zone: Arc<RwLock<Zone>>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,
+    metrics: Arc<Metrics>,
 ) -> io::Result<ServerHandle> {
     let udp = Arc::new(UdpSocket::bind(addr).await?);
     let local_addr = udp.local_addr()?;
@@ -60,7 +62,7 @@ pub async fn serve_udp_tcp(
     let upstream = Arc::new(upstream);
 
     let udp_task = {
-        let (zone, upstream) = (zone.clone(), upstream.clone());
+        let (zone, upstream, metrics) = (zone.clone(), upstream.clone(), metrics.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
@@ -72,10 +74,11 @@ pub async fn serve_udp_tcp(
                     }
                 };
                 let packet = buf[..n].to_vec();
-                let (zone, upstream, udp) = (zone.clone(), upstream.clone(), udp.clone());
+                let (zone, upstream, udp, metrics) =
+                    (zone.clone(), upstream.clone(), udp.clone(), metrics.clone());
                 tokio::spawn(async move {
                     if let Some(reply) =
-                        handle(&zone, &upstream, &packet, Some(UDP_SERVER_LIMIT)).await
+                        handle(&zone, &upstream, &metrics, &packet, Some(UDP_SERVER_LIMIT)).await
                     {
                         if let Err(e) = udp.send_to(&reply, peer).await {
                             debug!(error = %e, %peer, "udp send");
@@ -95,9 +98,9 @@ pub async fn serve_udp_tcp(
                     continue;
                 }
             };
-            let (zone, upstream) = (zone.clone(), upstream.clone());
+            let (zone, upstream, metrics) = (zone.clone(), upstream.clone(), metrics.clone());
             tokio::spawn(async move {
-                if let Err(e) = serve_tcp_conn(stream, &zone, &upstream).await {
+                if let Err(e) = serve_tcp_conn(stream, &zone, &upstream, &metrics).await {
                     debug!(error = %e, %peer, "tcp connection");
                 }
             });
@@ -113,6 +116,7 @@ async fn serve_tcp_conn(
     mut stream: TcpStream,
     zone: &RwLock<Zone>,
     upstream: &[SocketAddr],
+    metrics: &Metrics,
 ) -> io::Result<()> {
     loop {
         let mut len = [0u8; 2];
@@ -126,7 +130,7 @@ async fn serve_tcp_conn(
         timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        let Some(reply) = handle(zone, upstream, &packet, None).await else {
+        let Some(reply) = handle(zone, upstream, metrics, &packet, None).await else {
             return Ok(());
         };
         write_framed(&mut stream, &reply).await?;
@@ -145,9 +149,11 @@ async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
 async fn handle(
     zone: &RwLock<Zone>,
     upstream: &[SocketAddr],
+    metrics: &Metrics,
     packet: &[u8],
     max_udp: Option<usize>,
 ) -> Option<Vec<u8>> {
+    let started = std::time::Instant::now();
     let query = match Message::from_vec(packet) {
         Ok(q) => q,
         Err(e) => {
@@ -172,6 +178,9 @@ async fn handle(
         Answer::Local(resp) => resp,
         Answer::Forward => {
             if let Some(reply) = forward(upstream, packet, query.metadata.id, max_udp).await {
+                // The upstream's response code is the low nibble of the fourth header byte.
+                let rcode = ResponseCode::from(0, reply.get(3).map_or(0, |b| b & 0x0f));
+                metrics.observe(&query, rcode, true, started.elapsed());
                 return Some(reply);
             }
             let mut resp = Message::error_msg(
@@ -184,6 +193,12 @@ async fn handle(
             resp
         }
     };
+    metrics.observe(
+        &query,
+        resp.metadata.response_code,
+        false,
+        started.elapsed(),
+    );
     match resp.to_vec() {
         Ok(b) => Some(b),
         Err(e) => {

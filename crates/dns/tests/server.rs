@@ -134,9 +134,14 @@ async fn serves_the_zone_and_forwards_the_rest() {
         Config::default(),
         snapshot("10.96.0.10"),
     )));
-    let server = serve_udp_tcp(zone.clone(), "127.0.0.1:0".parse().unwrap(), vec![upstream])
-        .await
-        .unwrap();
+    let server = serve_udp_tcp(
+        zone.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        vec![upstream],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr;
 
     let m = udp_ask(addr, "web.x.svc.cluster.local.", RecordType::A).await;
@@ -169,9 +174,14 @@ async fn servfail_without_upstream() {
         Config::default(),
         snapshot("10.96.0.10"),
     )));
-    let server = serve_udp_tcp(zone, "127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
+    let server = serve_udp_tcp(
+        zone,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let m = udp_ask(server.local_addr, "example.com.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(m.queries.len(), 1);
@@ -185,9 +195,14 @@ async fn garbage_gets_formerr_or_silence() {
         Config::default(),
         snapshot("10.96.0.10"),
     )));
-    let server = serve_udp_tcp(zone, "127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
+    let server = serve_udp_tcp(
+        zone,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // a header claiming one question, then nothing
     let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];

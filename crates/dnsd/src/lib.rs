@@ -13,6 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+/// Port of `/metrics`, `/healthz` and `/readyz` (CoreDNS's metrics port).
+pub const METRICS_PORT: u16 = 9153;
+
 /// The DNS view of a cluster: Services, endpoints (from the EndpointSlices), pods.
 pub fn snapshot(state: &State, statuses: &BTreeMap<String, NodeStatus>) -> Snapshot {
     let mut snap = Snapshot {
@@ -147,7 +150,26 @@ pub fn run(
     rt.block_on(async move {
         let (zone, mut seen) = load(&dir, &cfg)?;
         let zone = Arc::new(RwLock::new(zone));
-        let _server = flatnet_dns::serve_udp_tcp(zone.clone(), listen, upstream).await?;
+        let metrics = Arc::new(flatnet_dns::metrics::Metrics::new());
+        let _server =
+            flatnet_dns::serve_udp_tcp(zone.clone(), listen, upstream, metrics.clone()).await?;
+        // Ready once the store has been read and the zone is served.
+        let _endpoints = flatnet_httpd::listen(METRICS_PORT, move |req| match req.uri().path() {
+            "/metrics" => flatnet_httpd::reply(
+                flatnet_httpd::StatusCode::OK,
+                metrics.text(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            "/healthz" | "/readyz" => {
+                flatnet_httpd::reply(flatnet_httpd::StatusCode::OK, "ok\n".into(), "text/plain")
+            }
+            _ => flatnet_httpd::reply(
+                flatnet_httpd::StatusCode::NOT_FOUND,
+                "not found\n".into(),
+                "text/plain",
+            ),
+        })
+        .await?;
         println!("ready");
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;

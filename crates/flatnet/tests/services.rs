@@ -527,6 +527,30 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
     );
     // Names outside the cluster go to the upstream resolver (on the external host).
     assert_eq!(dig(&["+short", "www.lab.test"]).trim(), "192.168.1.254");
+    // The DNS pods say they are ready and count what they answered (the Service spreads the
+    // queries, so look at both).
+    let dns_pods: Vec<String> = c
+        .pods()
+        .into_iter()
+        .filter(|p| p["metadata"]["namespace"] == "kube-system")
+        .map(|p| format!("kube-system/{}", p["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(dns_pods.len(), 2);
+    let fetch = |pod: &str, path: &str| {
+        let script = format!("import urllib.request;r=urllib.request.urlopen('http://127.0.0.1:9153{path}');print(r.status);print(r.read().decode())");
+        c.ok(&["exec", pod, "--", "python3", "-c", &script])
+    };
+    let mut all = String::new();
+    for pod in &dns_pods {
+        assert!(fetch(pod, "/readyz").starts_with("200"));
+        assert!(fetch(pod, "/healthz").starts_with("200"));
+        all.push_str(&fetch(pod, "/metrics"));
+    }
+    assert!(all.contains("flatnet_dns_requests_total{"), "{all}");
+    assert!(
+        all.contains("flatnet_dns_forward_requests_total 1"),
+        "one name went upstream: {all}"
+    );
     // A new Service is answered at once.
     let f = c.manifest("late.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {selector: {app: web}, ports: [{port: 81}]}\n");
     c.ok(&["apply", "-f", f.to_str().unwrap()]);

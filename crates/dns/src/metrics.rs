@@ -1,0 +1,84 @@
+//! Prometheus metrics of the DNS server (CoreDNS-like): requests by type and response code,
+//! forwarded requests, request duration.
+
+use hickory_proto::op::{Message, ResponseCode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Labels of a request: query type and response code.
+type Labels = Vec<(String, String)>;
+
+/// The server's counters; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    forwarded: Counter,
+    duration: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric under the `flatnet_dns_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("flatnet_dns");
+        let requests = Family::<Labels, Counter>::default();
+        let forwarded = Counter::default();
+        let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "requests",
+            "Requests by query type and response code",
+            requests.clone(),
+        );
+        registry.register(
+            "forward_requests",
+            "Requests forwarded to an upstream",
+            forwarded.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            forwarded,
+            duration,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, query: &Message, rcode: ResponseCode, forwarded: bool, took: Duration) {
+        let qtype = query
+            .queries
+            .first()
+            .map(|q| q.query_type().to_string())
+            .unwrap_or_else(|| "none".into());
+        self.requests
+            .get_or_create(&vec![
+                ("type".into(), qtype),
+                ("rcode".into(), rcode.to_str().to_uppercase()),
+            ])
+            .inc();
+        if forwarded {
+            self.forwarded.inc();
+        }
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("writing to a String");
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
