@@ -560,3 +560,56 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
         .to_string();
     assert_eq!(dig(&["+short", "late.x.svc.cluster.local"]).trim(), late);
 }
+
+#[test]
+fn headless_service_with_200_endpoints_truncates_over_udp() {
+    let c = Cluster::named("hl");
+    let text = cluster_doc(
+        &c.name,
+        "{nodes: 3, podCIDRs: [10.42.0.0/16], serviceCIDRs: [10.43.0.0/16]}",
+    ) + r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: many}
+spec:
+  replicas: 200
+  selector: {matchLabels: {app: many}}
+  template:
+    metadata: {labels: {app: many}}
+    spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: many}
+spec: {clusterIP: None, selector: {app: many}, ports: [{port: 8080}]}
+"#;
+    c.up(&text);
+    let dig = |args: &[&str]| {
+        let mut full = vec![
+            "exec",
+            "client",
+            "--",
+            "dig",
+            "+tries=1",
+            "+time=3",
+            "many.default.svc.cluster.local",
+        ];
+        full.extend(args);
+        c.ok(&full)
+    };
+    // Over UDP without EDNS0 the answer does not fit: TC is set.
+    let udp = dig(&["+ignore", "+noedns"]);
+    assert!(udp.contains(" tc"), "{udp}");
+    // Over TCP the whole answer: one A record per ready endpoint.
+    let tcp = dig(&["+tcp", "+short"]);
+    assert_eq!(
+        tcp.lines().filter(|l| l.starts_with("10.42.")).count(),
+        200,
+        "{tcp}"
+    );
+}
