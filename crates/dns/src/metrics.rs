@@ -16,6 +16,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
     forwarded: Counter,
+    cache_hits: Counter,
     duration: Histogram,
 }
 
@@ -25,6 +26,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("flatnet_dns");
         let requests = Family::<Labels, Counter>::default();
         let forwarded = Counter::default();
+        let cache_hits = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "requests",
@@ -37,6 +39,11 @@ impl Metrics {
             forwarded.clone(),
         );
         registry.register(
+            "cache_hits",
+            "Forwarded names answered from the cache",
+            cache_hits.clone(),
+        );
+        registry.register(
             "request_duration_seconds",
             "Time to answer a request",
             duration.clone(),
@@ -45,6 +52,7 @@ impl Metrics {
             registry,
             requests,
             forwarded,
+            cache_hits,
             duration,
         }
     }
@@ -66,6 +74,11 @@ impl Metrics {
             self.forwarded.inc();
         }
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Records an answer served from the cache.
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::{Answer, Zone};
 
@@ -45,6 +46,12 @@ impl Drop for ServerHandle {
     }
 }
 
+/// What every request handler shares besides the zone: the metrics and the forward cache.
+struct Shared {
+    counters: Arc<Metrics>,
+    cache: Cache,
+}
+
 /// Serve `zone` on `addr` over UDP and TCP (same port; port 0 picks one). Names outside the
 /// zone ([`Answer::Forward`]) are relayed unchanged to the `upstream` resolvers, tried in
 /// order, over the transport the query came on; SERVFAIL when none answers or there is none.
@@ -56,6 +63,10 @@ pub async fn serve_udp_tcp(
     upstream: Vec<SocketAddr>,
     metrics: Arc<Metrics>,
 ) -> io::Result<ServerHandle> {
+    let metrics = Arc::new(Shared {
+        counters: metrics,
+        cache: Cache::default(),
+    });
     let udp = Arc::new(UdpSocket::bind(addr).await?);
     let local_addr = udp.local_addr()?;
     let tcp = TcpListener::bind(local_addr).await?;
@@ -116,7 +127,7 @@ async fn serve_tcp_conn(
     mut stream: TcpStream,
     zone: &RwLock<Zone>,
     upstream: &[SocketAddr],
-    metrics: &Metrics,
+    metrics: &Shared,
 ) -> io::Result<()> {
     loop {
         let mut len = [0u8; 2];
@@ -149,7 +160,7 @@ async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
 async fn handle(
     zone: &RwLock<Zone>,
     upstream: &[SocketAddr],
-    metrics: &Metrics,
+    metrics: &Shared,
     packet: &[u8],
     max_udp: Option<usize>,
 ) -> Option<Vec<u8>> {
@@ -177,10 +188,21 @@ async fn handle(
     let resp = match answer {
         Answer::Local(resp) => resp,
         Answer::Forward => {
+            if let Some(reply) = metrics.cache.get(&query) {
+                metrics.counters.cache_hit();
+                let rcode = ResponseCode::from(0, reply.get(3).map_or(0, |b| b & 0x0f));
+                metrics
+                    .counters
+                    .observe(&query, rcode, false, started.elapsed());
+                return Some(reply);
+            }
             if let Some(reply) = forward(upstream, packet, query.metadata.id, max_udp).await {
+                metrics.cache.put(&query, &reply);
                 // The upstream's response code is the low nibble of the fourth header byte.
                 let rcode = ResponseCode::from(0, reply.get(3).map_or(0, |b| b & 0x0f));
-                metrics.observe(&query, rcode, true, started.elapsed());
+                metrics
+                    .counters
+                    .observe(&query, rcode, true, started.elapsed());
                 return Some(reply);
             }
             let mut resp = Message::error_msg(
@@ -193,7 +215,7 @@ async fn handle(
             resp
         }
     };
-    metrics.observe(
+    metrics.counters.observe(
         &query,
         resp.metadata.response_code,
         false,

@@ -221,3 +221,54 @@ async fn garbage_gets_formerr_or_silence() {
     let m = udp_ask(server.local_addr, "web.x.svc.cluster.local.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
+
+#[tokio::test]
+async fn forwarded_answers_are_cached() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // An upstream that counts what reaches it.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream = udp.local_addr().unwrap();
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, peer) = udp.recv_from(&mut buf).await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            udp.send_to(&reply_to(&buf[..n]), peer).await.unwrap();
+        }
+    });
+    let zone = Arc::new(RwLock::new(Zone::new(
+        Config::default(),
+        snapshot("10.96.0.10"),
+    )));
+    let metrics: Arc<flatnet_dns::metrics::Metrics> = Default::default();
+    let server = serve_udp_tcp(
+        zone,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![upstream],
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let m = udp_ask(server.local_addr, "Cached.Example.", RecordType::A).await;
+        assert_eq!(first_a(&m), UPSTREAM_ANSWER);
+        assert_eq!(
+            m.metadata.id, 7,
+            "the cached copy carries the new query's id"
+        );
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "asked upstream once, then answered from the cache"
+    );
+    let text = metrics.text();
+    assert!(text.contains("flatnet_dns_cache_hits_total 2"), "{text}");
+    assert!(
+        text.contains("flatnet_dns_forward_requests_total 1"),
+        "{text}"
+    );
+    server.shutdown();
+}
