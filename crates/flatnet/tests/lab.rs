@@ -97,11 +97,14 @@ fn single_stack_ipv4_cluster() {
     let c = Cluster::named("v4");
     c.up(&(cluster_doc(
         &c.name,
-        "{nodes: 2, podCIDRs: [10.42.0.0/16], serviceCIDRs: [10.43.0.0/16]}",
+        "{nodes: 2, podCIDRs: [10.42.0.0/16], serviceCIDRs: [10.43.0.0/16], addons: {dns: false}}",
     ) + WORKLOADS));
+    // Without the DNS add-on: only the 5 workload pods, and no DNS rows.
+    assert_eq!(c.pods().len(), 5);
     let report = c.check();
     assert_eq!(count(&report, "1 pod-to-pod", "IPv6"), 0);
-    assert_eq!(count(&report, "1 pod-to-pod", "IPv4"), 60);
+    assert_eq!(count(&report, "1 pod-to-pod", "IPv4"), 40);
+    assert_eq!(count(&report, "3 pod-to-service, by DNS name", "IPv4"), 0);
 }
 
 #[test]

@@ -184,8 +184,10 @@ pub fn up(
         );
     }
     let mut state = flatnet_controller::new_state(config);
-    let addons = addons(&state.config)?;
-    flatnet_controller::apply(&mut state, &addons)?;
+    if state.config.dns {
+        let addons = addons(&state.config)?;
+        flatnet_controller::apply(&mut state, &addons)?;
+    }
     flatnet_controller::apply(&mut state, m)?;
     progress(&format!(
         "cluster {}: {} nodes, {} pods, backend {}, pods {}",

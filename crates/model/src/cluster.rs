@@ -68,6 +68,16 @@ pub struct ClusterSpec {
     pub cluster_domain: Option<String>,
     /// LoadBalancer IPs, `first-last`.
     pub load_balancer_pool: Option<String>,
+    /// Components `up` installs.
+    pub addons: Option<AddonsSpec>,
+}
+
+/// `spec.addons`: what `up` installs besides the network itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddonsSpec {
+    /// The cluster DNS (default true).
+    pub dns: Option<bool>,
 }
 
 /// The cluster's network after defaults and validation.
@@ -96,6 +106,13 @@ pub struct ClusterConfig {
     pub cluster_domain: String,
     /// First and last LoadBalancer IP.
     pub load_balancer_pool: (Ipv4Addr, Ipv4Addr),
+    /// Whether `up` installs the cluster DNS.
+    #[serde(default = "yes")]
+    pub dns: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ClusterConfig {

@@ -367,6 +367,7 @@ pub fn resolve_cluster(
         mtu,
         cluster_domain: domain,
         load_balancer_pool: pool.expect("checked"),
+        dns: spec.addons.as_ref().and_then(|a| a.dns).unwrap_or(true),
     })
 }
 
