@@ -12,6 +12,7 @@
 //!
 //! [spec]: https://github.com/kubernetes/dns/blob/master/docs/specification.md
 
+pub mod answers;
 pub mod cache;
 pub mod metrics;
 mod names;

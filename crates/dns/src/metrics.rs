@@ -59,14 +59,14 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, query: &Message, rcode: ResponseCode, forwarded: bool, took: Duration) {
-        let qtype = query
-            .queries
-            .first()
-            .map(|q| q.query_type().to_string())
-            .unwrap_or_else(|| "none".into());
+        self.observe_parts(&query_type(query), rcode, forwarded, took);
+    }
+
+    /// Records one answered request of type `qtype`.
+    pub fn observe_parts(&self, qtype: &str, rcode: ResponseCode, forwarded: bool, took: Duration) {
         self.requests
             .get_or_create(&vec![
-                ("type".into(), qtype),
+                ("type".into(), qtype.to_string()),
                 ("rcode".into(), rcode.to_str().to_uppercase()),
             ])
             .inc();
@@ -88,6 +88,15 @@ impl Metrics {
             .expect("writing to a String");
         s
     }
+}
+
+/// The type of a query's first question, as metrics label it.
+pub fn query_type(query: &Message) -> String {
+    query
+        .queries
+        .first()
+        .map(|q| q.query_type().to_string())
+        .unwrap_or_else(|| "none".into())
 }
 
 impl Default for Metrics {

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use crate::answers::{Answers, Entry};
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::{Answer, Zone};
@@ -50,6 +51,19 @@ impl Drop for ServerHandle {
 struct Shared {
     counters: Arc<Metrics>,
     cache: Cache,
+    answers_udp: Answers,
+    answers_tcp: Answers,
+}
+
+impl Shared {
+    /// Encoded answers for the transport of `max_udp` (UDP answers may be truncated).
+    fn answers(&self, max_udp: Option<usize>) -> &Answers {
+        if max_udp.is_some() {
+            &self.answers_udp
+        } else {
+            &self.answers_tcp
+        }
+    }
 }
 
 /// Serve `zone` on `addr` over UDP and TCP (same port; port 0 picks one). Names outside the
@@ -66,6 +80,8 @@ pub async fn serve_udp_tcp(
     let metrics = Arc::new(Shared {
         counters: metrics,
         cache: Cache::default(),
+        answers_udp: Answers::default(),
+        answers_tcp: Answers::default(),
     });
     let udp = Arc::new(UdpSocket::bind(addr).await?);
     let local_addr = udp.local_addr()?;
@@ -165,6 +181,17 @@ async fn handle(
     max_udp: Option<usize>,
 ) -> Option<Vec<u8>> {
     let started = std::time::Instant::now();
+    // A byte-identical query (but for its id) answered from the same zone: reuse the answer.
+    let is_query = packet.len() >= 12 && packet[2] & 0x80 == 0;
+    if is_query {
+        let zone_id = zone.read().unwrap_or_else(|e| e.into_inner()).id();
+        if let Some(e) = metrics.answers(max_udp).get(zone_id, packet) {
+            metrics
+                .counters
+                .observe_parts(&e.qtype, e.rcode, false, started.elapsed());
+            return Some(e.reply);
+        }
+    }
     let query = match Message::from_vec(packet) {
         Ok(q) => q,
         Err(e) => {
@@ -181,12 +208,29 @@ async fn handle(
     if query.metadata.message_type == hickory_proto::op::MessageType::Response {
         return None;
     }
-    let answer = {
+    let (answer, zone_id) = {
         let zone = zone.read().unwrap_or_else(|e| e.into_inner());
-        zone.answer(&query, max_udp)
+        (zone.answer(&query, max_udp), zone.id())
     };
     let resp = match answer {
-        Answer::Local(resp) => resp,
+        Answer::Local(resp) => {
+            metrics.counters.observe(
+                &query,
+                resp.metadata.response_code,
+                false,
+                started.elapsed(),
+            );
+            let bytes = resp.to_vec().ok()?;
+            if is_query {
+                let entry = Entry {
+                    reply: bytes.clone(),
+                    qtype: crate::metrics::query_type(&query),
+                    rcode: resp.metadata.response_code,
+                };
+                metrics.answers(max_udp).put(zone_id, packet, entry);
+            }
+            return Some(bytes);
+        }
         Answer::Forward => {
             if let Some(reply) = metrics.cache.get(&query) {
                 metrics.counters.cache_hit();

@@ -112,7 +112,11 @@ pub struct Zone {
     serial: u32,
     nodes: HashMap<Name, Node>,
     pods: HashSet<(String, IpAddr)>,
+    id: u64,
 }
+
+/// Numbers every zone built, so that answers cached for one are never served from another.
+static ZONES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Zone {
     /// Index `snap` under `cfg.zone`. Objects whose names do not make valid DNS names are
@@ -134,9 +138,15 @@ impl Zone {
             nodes: HashMap::new(),
             pods: HashSet::new(),
             cfg,
+            id: ZONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         zone.build(snap);
         zone
+    }
+
+    /// A number no other zone of this process has.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The configuration the zone was built with.

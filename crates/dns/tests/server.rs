@@ -272,3 +272,36 @@ async fn forwarded_answers_are_cached() {
     );
     server.shutdown();
 }
+
+#[tokio::test]
+async fn repeated_queries_get_their_own_ids() {
+    let zone = Arc::new(RwLock::new(Zone::new(
+        Config::default(),
+        snapshot("10.96.0.10"),
+    )));
+    let server = serve_udp_tcp(
+        zone,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in [11u16, 12, 13] {
+        let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(
+            Name::from_ascii("web.x.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        sock.send_to(&q.to_vec().unwrap(), server.local_addr)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(first_a(&m), Ipv4Addr::new(10, 96, 0, 10));
+    }
+    server.shutdown();
+}
