@@ -113,6 +113,7 @@ pub struct Zone {
     nodes: HashMap<Name, Node>,
     pods: HashSet<(String, IpAddr)>,
     id: u64,
+    synced: bool,
 }
 
 /// Numbers every zone built, so that answers cached for one are never served from another.
@@ -139,9 +140,23 @@ impl Zone {
             pods: HashSet::new(),
             cfg,
             id: ZONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            synced: true,
         };
         zone.build(snap);
         zone
+    }
+
+    /// A zone whose data has not been read yet: names in it get SERVFAIL (never NXDOMAIN:
+    /// "does not exist" would be a lie until the Services are known).
+    pub fn unsynced(cfg: Config) -> Self {
+        let mut z = Zone::new(cfg, Snapshot::default());
+        z.synced = false;
+        z
+    }
+
+    /// Whether the zone was built from data (readiness).
+    pub fn synced(&self) -> bool {
+        self.synced
     }
 
     /// A number no other zone of this process has.
@@ -357,6 +372,10 @@ impl Zone {
         resp.add_query(q.clone());
         if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
             resp.metadata.response_code = ResponseCode::NotImp;
+            return Answer::Local(resp);
+        }
+        if !self.synced {
+            resp.metadata.response_code = ResponseCode::ServFail;
             return Answer::Local(resp);
         }
         resp.metadata.authoritative = true;

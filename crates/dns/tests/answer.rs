@@ -780,3 +780,13 @@ fn another_cluster_domain() {
     let q = query("web.x.svc.cluster.local.", RecordType::A, None);
     assert_eq!(z.answer(&q, Some(512)), Answer::Forward);
 }
+
+#[test]
+fn an_unsynced_zone_answers_servfail_not_nxdomain() {
+    let z = Zone::unsynced(Config::default());
+    assert!(!z.synced());
+    let m = ask(&z, "web.x.svc.cluster.local.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.answers.is_empty());
+    assert!(Zone::new(Config::default(), Snapshot::default()).synced());
+}

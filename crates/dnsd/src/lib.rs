@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use flatnet_controller::endpoints::{slices, SERVICE_NAME_LABEL};
 use flatnet_controller::services::{cluster_ips, is_headless, service_type};
-use flatnet_dns::{Config, EndpointView, PodView, PortView, ServiceView, Snapshot, Zone};
+use flatnet_dns::{Config, EndpointView, PodView, PodsMode, PortView, ServiceView, Snapshot, Zone};
 use flatnet_model::state::{ClusterDir, NodeStatus, State};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -133,60 +133,70 @@ fn load(dir: &ClusterDir, cfg: &Config) -> Result<(Zone, Option<SystemTime>)> {
 }
 
 /// Serves cluster `dir`'s zone on `listen` until the cluster is gone; prints `ready` on
-/// stdout once listening (the agent waits for it).
+/// stdout once listening (the agent waits for it). Until the store has been read, names in
+/// the zone get SERVFAIL and `/readyz` says 503.
 pub fn run(
     dir: ClusterDir,
     domain: &str,
     listen: SocketAddr,
     upstream: Vec<SocketAddr>,
+    pods: PodsMode,
 ) -> Result<()> {
     let name = hickory_proto::rr::Name::from_ascii(format!("{}.", domain.trim_end_matches('.')))
         .with_context(|| format!("cluster domain {domain:?}"))?;
-    let cfg = Config::new(name);
+    let cfg = Config {
+        pods,
+        ..Config::new(name)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (zone, mut seen) = load(&dir, &cfg)?;
-        let zone = Arc::new(RwLock::new(zone));
+        let zone = Arc::new(RwLock::new(Zone::unsynced(cfg.clone())));
         let metrics = Arc::new(flatnet_dns::metrics::Metrics::new());
         let _server =
             flatnet_dns::serve_udp_tcp(zone.clone(), listen, upstream, metrics.clone()).await?;
-        // Ready once the store has been read and the zone is served.
-        let _endpoints = flatnet_httpd::listen(METRICS_PORT, move |req| match req.uri().path() {
-            "/metrics" => flatnet_httpd::reply(
-                flatnet_httpd::StatusCode::OK,
-                metrics.text(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            "/healthz" | "/readyz" => {
-                flatnet_httpd::reply(flatnet_httpd::StatusCode::OK, "ok\n".into(), "text/plain")
+        let ready = zone.clone();
+        let _endpoints = flatnet_httpd::listen(METRICS_PORT, move |req| {
+            use flatnet_httpd::{reply, StatusCode};
+            match req.uri().path() {
+                "/metrics" => reply(
+                    StatusCode::OK,
+                    metrics.text(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                "/healthz" => reply(StatusCode::OK, "ok\n".into(), "text/plain"),
+                "/readyz" if ready.read().expect("not poisoned").synced() => {
+                    reply(StatusCode::OK, "ok\n".into(), "text/plain")
+                }
+                "/readyz" => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store has not been read yet\n".into(),
+                    "text/plain",
+                ),
+                _ => reply(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
             }
-            _ => flatnet_httpd::reply(
-                flatnet_httpd::StatusCode::NOT_FOUND,
-                "not found\n".into(),
-                "text/plain",
-            ),
         })
         .await?;
         println!("ready");
+        let mut seen = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
             let Ok(state) = dir.read_state() else {
                 tracing::info!("cluster state is gone; dns exits");
                 return Ok(());
             };
             let now = store_mtime(&dir, &state);
-            if now != seen {
+            if now != seen || !zone.read().expect("not poisoned").synced() {
                 match load(&dir, &cfg) {
                     Ok((z, m)) => {
                         *zone.write().expect("not poisoned") = z;
                         seen = m;
                     }
-                    Err(e) => tracing::warn!("reloading: {e:#}"),
+                    Err(e) => tracing::warn!("reading the store: {e:#}"),
                 }
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
 }

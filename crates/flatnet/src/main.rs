@@ -35,6 +35,17 @@ pub enum Output {
     Json,
 }
 
+/// `flatnet dns --pods`: how pod names are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PodsFlag {
+    /// No pod names (the default).
+    Disabled,
+    /// Any `a-b-c-d` name answers its address.
+    Insecure,
+    /// Only addresses of existing pods in that namespace.
+    Verified,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a lab cluster and apply manifests (the built-in demo without -f).
@@ -171,6 +182,9 @@ enum Cmd {
         /// Resolvers for names outside the cluster zone, tried in order.
         #[arg(long)]
         upstream: Vec<std::net::SocketAddr>,
+        /// Pod names `a-b-c-d.<ns>.pod.<zone>`: disabled, insecure or verified (as CoreDNS).
+        #[arg(long, default_value = "disabled")]
+        pods: PodsFlag,
     },
     /// The pod workload server (started by agents inside pods).
     Workload {
@@ -452,10 +466,16 @@ fn run(cmd: Cmd) -> Result<i32> {
             cluster,
             listen,
             upstream,
+            pods,
         } => {
             let dir = ClusterDir::new(&cluster);
             let domain = dir.read_state()?.config.cluster_domain;
-            flatnet_dnsd::run(dir, &domain, listen, upstream)?;
+            let pods = match pods {
+                PodsFlag::Disabled => flatnet_dns::PodsMode::Disabled,
+                PodsFlag::Insecure => flatnet_dns::PodsMode::Insecure,
+                PodsFlag::Verified => flatnet_dns::PodsMode::Verified,
+            };
+            flatnet_dnsd::run(dir, &domain, listen, upstream, pods)?;
             Ok(0)
         }
         Cmd::Workload { pod, node, ports } => {
