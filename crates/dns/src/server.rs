@@ -213,7 +213,10 @@ async fn handle(
         (zone.answer(&query, max_udp), zone.id())
     };
     let resp = match answer {
-        Answer::Local(resp) => {
+        Answer::Local(mut resp) => {
+            // An ExternalName's CNAME to a name outside the zone: chase it upstream for A and
+            // AAAA queries, as CoreDNS does. Such answers are not kept (the upstream's TTLs).
+            let chased = chase_external(upstream, &query, &mut resp, max_udp).await;
             metrics.counters.observe(
                 &query,
                 resp.metadata.response_code,
@@ -221,7 +224,7 @@ async fn handle(
                 started.elapsed(),
             );
             let bytes = resp.to_vec().ok()?;
-            if is_query {
+            if is_query && !chased {
                 let entry = Entry {
                     reply: bytes.clone(),
                     qtype: crate::metrics::query_type(&query),
@@ -272,6 +275,48 @@ async fn handle(
             None
         }
     }
+}
+
+/// If `resp` ends in a CNAME to a name outside the zone and the query asked for A or AAAA,
+/// asks the upstreams for the target and appends their answers. Returns whether it asked.
+async fn chase_external(
+    upstream: &[SocketAddr],
+    query: &Message,
+    resp: &mut Message,
+    max_udp: Option<usize>,
+) -> bool {
+    use hickory_proto::rr::{RData, RecordType};
+    let Some(q) = query.queries.first() else {
+        return false;
+    };
+    if !matches!(q.query_type(), RecordType::A | RecordType::AAAA) || upstream.is_empty() {
+        return false;
+    }
+    let Some(target) = resp.answers.last().and_then(|r| match &r.data {
+        RData::CNAME(c) => Some(c.0.clone()),
+        _ => None,
+    }) else {
+        return false;
+    };
+    if resp.answers.iter().any(|r| r.name == target) {
+        return false;
+    }
+    let mut ask = Message::new(
+        query.metadata.id,
+        hickory_proto::op::MessageType::Query,
+        OpCode::Query,
+    );
+    ask.metadata.recursion_desired = true;
+    ask.add_query(hickory_proto::op::Query::query(target, q.query_type()));
+    let Ok(packet) = ask.to_vec() else {
+        return false;
+    };
+    if let Some(reply) = forward(upstream, &packet, query.metadata.id, max_udp).await {
+        if let Ok(m) = Message::from_vec(&reply) {
+            resp.add_answers(m.answers);
+        }
+    }
+    true
 }
 
 /// Relay `packet` to the upstreams in order; the first reply with the same id wins.

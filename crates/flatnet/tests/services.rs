@@ -494,6 +494,21 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: x}
 spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h1, namespace: x, labels: {app: hs}}
+spec: {hostname: first, subdomain: hs, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hs, namespace: x}
+spec: {clusterIP: None, selector: {app: hs}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: elsewhere, namespace: x}
+spec: {type: ExternalName, externalName: www.lab.test}
 "#;
     c.up(&text);
     let ip = service_in(&c, "x", "web")["spec"]["clusterIP"]
@@ -524,6 +539,37 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
     assert!(
         nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
         "{nx}"
+    );
+    // NODATA: the name exists (an IPv4-only Service) but has no AAAA record.
+    let nodata = dig(&["AAAA", "web.x.svc.cluster.local"]);
+    assert!(
+        nodata.contains("status: NOERROR")
+            && nodata.contains("ANSWER: 0")
+            && nodata.contains("SOA"),
+        "{nodata}"
+    );
+    // PTR of the ClusterIP.
+    assert_eq!(
+        dig(&["+short", "-x", &ip]).trim(),
+        "web.x.svc.cluster.local."
+    );
+    // A headless Service: the pod's hostname under its subdomain.
+    let h1 = c
+        .pods()
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "h1")
+        .unwrap();
+    let h1_ip = h1["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        dig(&["+short", "first.hs.x.svc.cluster.local"]).trim(),
+        h1_ip
+    );
+    assert_eq!(dig(&["+short", "hs.x.svc.cluster.local"]).trim(), h1_ip);
+    // ExternalName: a CNAME to the outside name, which the upstream then answers.
+    let cname = dig(&["+short", "elsewhere.x.svc.cluster.local"]);
+    assert!(
+        cname.contains("www.lab.test.") && cname.contains("192.168.1.254"),
+        "{cname}"
     );
     // Names outside the cluster go to the upstream resolver (on the external host).
     assert_eq!(dig(&["+short", "www.lab.test"]).trim(), "192.168.1.254");
