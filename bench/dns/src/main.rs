@@ -14,7 +14,13 @@ use std::sync::{Arc, RwLock};
 use anyhow::{bail, Context, Result};
 use flatnet_dns::{Config, EndpointView, PortView, ServiceView, Snapshot, Zone};
 
-const NAMESPACES: u8 = 10;
+/// Namespaces of 100 Services each: `FLATNET_BENCH_NAMESPACES` (1-250), default 10.
+fn namespaces() -> u8 {
+    std::env::var("FLATNET_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
 const SERVICES_PER_NS: u8 = 100;
 const HEADLESS_ENDPOINTS: u8 = 5;
 const QUERIES: usize = 100_000;
@@ -39,7 +45,7 @@ fn http() -> PortView {
 /// per namespace with 5 ready endpoints.
 fn snapshot() -> Snapshot {
     let mut snap = Snapshot::default();
-    for ns in 0..NAMESPACES {
+    for ns in 0..namespaces() {
         let namespace = format!("ns{ns}");
         snap.namespaces.push(namespace.clone());
         for svc in 0..SERVICES_PER_NS {
@@ -79,7 +85,7 @@ fn zone_file() -> String {
     z.push_str("@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n");
     z.push_str("@ IN NS ns.dns.cluster.local.\n");
     z.push_str("ns.dns IN A 10.43.0.10\n");
-    for ns in 0..NAMESPACES {
+    for ns in 0..namespaces() {
         for svc in 0..SERVICES_PER_NS {
             let _ = writeln!(z, "svc{svc}.ns{ns}.svc IN A {}", cluster_ip(ns, svc));
         }
@@ -99,7 +105,7 @@ fn queries() -> String {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let ns = (x >> 8) % u64::from(NAMESPACES);
+        let ns = (x >> 8) % u64::from(namespaces());
         let pick = (x >> 16) % 1000;
         if (x >> 32) % 10 < 8 {
             // 1 in 101 of the existing names is the headless Service.
