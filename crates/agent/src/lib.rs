@@ -248,16 +248,11 @@ impl Agent {
 
     /// Writes the pod's resolv.conf where `ip netns exec` (and so `flatnet exec`) mounts it.
     fn write_resolv_conf(&self, pod: &PodState, state: &State, netns_name: &str) -> Result<()> {
-        let dns: Vec<IpAddr> = state
-            .services
-            .iter()
-            .find(|s| {
-                s.metadata.namespace.as_deref() == Some("kube-system")
-                    && s.metadata.name.as_deref() == Some(names::CLUSTER_DNS_SERVICE)
-            })
-            .and_then(|s| s.spec.as_ref())
-            .map(flatnet_controller::services::cluster_ips)
-            .unwrap_or_else(|| vec![names::cluster_dns_ip(&state.config.service_cidrs[0])]);
+        let mut dns = flatnet_controller::services::cluster_dns_ips(state);
+        if dns.is_empty() {
+            // kubelet still names the conventional address when no DNS is installed.
+            dns.push(names::cluster_dns_ip(&state.config.service_cidrs[0]));
+        }
         let node = resolv::NodeResolv {
             nameservers: vec![IpAddr::V4(flatnet_model::state::external_ip(
                 &state.config.node_cidr,
@@ -561,6 +556,7 @@ impl Agent {
         let mut last = Instant::now();
         let mut adopted = false;
         let mut current: Option<State> = None;
+        let mut services_seen = None;
         loop {
             let Ok(meta) = std::fs::metadata(&state_file) else {
                 tracing::info!("cluster state is gone; agent exits");
@@ -602,9 +598,16 @@ impl Agent {
                 last = Instant::now();
             }
             if let Some(state) = &current {
-                if let Err(e) = self.sync_services(state) {
-                    tracing::warn!("service sync failed: {e:#}");
-                    self.applied_program = None;
+                // Services change with the state or with any node's report of its pods.
+                let store = self.cfg.cluster.store_mtime(state);
+                if store != services_seen || self.applied_program.is_none() {
+                    match self.sync_services(state) {
+                        Ok(()) => services_seen = store,
+                        Err(e) => {
+                            tracing::warn!("service sync failed: {e:#}");
+                            self.applied_program = None;
+                        }
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -450,6 +450,20 @@ pub fn load_balancer_ips(svc: &Service) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The ClusterIPs of the cluster DNS Service (`kube-system/kube-dns`), if it exists.
+pub fn cluster_dns_ips(state: &State) -> Vec<IpAddr> {
+    state
+        .services
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some("kube-system")
+                && s.metadata.name.as_deref() == Some(flatnet_model::names::CLUSTER_DNS_SERVICE)
+        })
+        .and_then(|s| s.spec.as_ref())
+        .map(cluster_ips)
+        .unwrap_or_default()
+}
+
 /// The ClusterIPs of a Service (none for headless and ExternalName ones).
 pub fn cluster_ips(spec: &ServiceSpec) -> Vec<IpAddr> {
     spec.cluster_ips

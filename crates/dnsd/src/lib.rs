@@ -111,14 +111,6 @@ pub fn snapshot(state: &State, statuses: &BTreeMap<String, NodeStatus>) -> Snaps
     snap
 }
 
-/// Newest modification time among the store's files (the state and every node's status).
-fn store_mtime(dir: &ClusterDir, state: &State) -> Option<SystemTime> {
-    std::iter::once(dir.state_file())
-        .chain(state.nodes.iter().map(|n| dir.node_status_file(&n.name)))
-        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .max()
-}
-
 fn load(dir: &ClusterDir, cfg: &Config) -> Result<(Zone, Option<SystemTime>)> {
     let state = dir.read_state()?;
     let statuses = state
@@ -128,7 +120,7 @@ fn load(dir: &ClusterDir, cfg: &Config) -> Result<(Zone, Option<SystemTime>)> {
         .collect();
     Ok((
         Zone::new(cfg.clone(), snapshot(&state, &statuses)),
-        store_mtime(dir, &state),
+        dir.store_mtime(&state),
     ))
 }
 
@@ -186,7 +178,7 @@ pub fn run(
                 tracing::info!("cluster state is gone; dns exits");
                 return Ok(());
             };
-            let now = store_mtime(&dir, &state);
+            let now = dir.store_mtime(&state);
             if now != seen || !zone.read().expect("not poisoned").synced() {
                 match load(&dir, &cfg) {
                     Ok((z, m)) => {

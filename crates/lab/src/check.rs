@@ -371,18 +371,8 @@ fn lookup(
 /// Guarantee 3 by name: every pod resolves every Service with a ClusterIP through the
 /// cluster DNS (its own resolv.conf's server) to that Service's ClusterIP, per family.
 fn dns_rows(state: &State, timeout: Duration) -> Vec<Row> {
-    use flatnet_controller::services::cluster_ips;
-    let Some(dns) = state.services.iter().find(|s| {
-        s.metadata.namespace.as_deref() == Some("kube-system")
-            && s.metadata.name.as_deref() == Some(flatnet_model::names::CLUSTER_DNS_SERVICE)
-    }) else {
-        return Vec::new();
-    };
-    let Some(server) = dns
-        .spec
-        .as_ref()
-        .and_then(|s| cluster_ips(s).first().copied())
-    else {
+    use flatnet_controller::services::{cluster_dns_ips, cluster_ips};
+    let Some(server) = cluster_dns_ips(state).first().copied() else {
         return Vec::new();
     };
     let mut rows = Vec::new();

@@ -262,6 +262,15 @@ impl ClusterDir {
         write_json(&self.state_file(), state)
     }
 
+    /// Newest modification time among the store's files: the state and every node's status
+    /// (what a watcher polls to know whether anything changed).
+    pub fn store_mtime(&self, state: &State) -> Option<std::time::SystemTime> {
+        std::iter::once(self.state_file())
+            .chain(state.nodes.iter().map(|n| self.node_status_file(&n.name)))
+            .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .max()
+    }
+
     /// Reads a node's status (default when the agent has not written one yet).
     pub fn read_node_status(&self, node: &str) -> NodeStatus {
         read_json(&self.node_status_file(node)).unwrap_or_default()
