@@ -10,7 +10,9 @@ use flatnet_model::manifest::{Manifests, Object};
 use flatnet_model::state::{node_ip, PodPort, PodState, State};
 use flatnet_model::validate::{Invalid, Invalids};
 use flatnet_model::{ClusterConfig, NodeState};
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ByteString, Metadata};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -27,6 +29,9 @@ pub fn new_state(config: ClusterConfig) -> State {
         pods: Vec::new(),
         deployments: Vec::new(),
         services: Vec::new(),
+        ingresses: Vec::new(),
+        ingress_classes: Vec::new(),
+        secrets: Vec::new(),
     };
     reconcile(&mut s);
     s
@@ -76,13 +81,13 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
         }
     }
     for o in &m.objects {
-        let meta = match &o.value {
-            Object::Namespace(_) => continue,
-            Object::Pod(p) => &p.metadata,
-            Object::Deployment(d) => &d.metadata,
-            Object::Service(s) => &s.metadata,
-        };
-        let (ns, name) = name_of(meta);
+        if o.value.cluster_scoped() {
+            if let Object::IngressClass(c) = &o.value {
+                upsert(&mut next.ingress_classes, c.as_ref().clone());
+            }
+            continue;
+        }
+        let (ns, name) = name_of(o.value.meta().1);
         if !next.namespaces.contains(&ns) {
             problems.push(Invalid {
                 file: o.file.clone(),
@@ -121,9 +126,19 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
             Object::Deployment(d) => {
                 let mut d = d.as_ref().clone();
                 d.metadata.namespace = Some(ns.clone());
-                next.deployments
-                    .retain(|x| name_of(&x.metadata) != (ns.clone(), name.clone()));
-                next.deployments.push(d);
+                upsert(&mut next.deployments, d);
+            }
+            Object::Ingress(i) => {
+                let mut i = i.as_ref().clone();
+                i.metadata.namespace = Some(ns.clone());
+                i.status = None;
+                upsert(&mut next.ingresses, i);
+            }
+            Object::Secret(sec) => {
+                let mut sec = sec.as_ref().clone();
+                sec.metadata.namespace = Some(ns.clone());
+                fold_string_data(&mut sec);
+                upsert(&mut next.secrets, sec);
             }
             Object::Service(s) => {
                 let key = (ns.clone(), name.clone());
@@ -140,7 +155,7 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
                     Err(p) => problems.extend(p),
                 }
             }
-            Object::Namespace(_) => unreachable!(),
+            Object::Namespace(_) | Object::IngressClass(_) => unreachable!(),
         }
     }
     if !problems.is_empty() {
@@ -165,6 +180,8 @@ pub fn delete(state: &mut State, m: &Manifests) {
                 state.pods.retain(|p| p.namespace != n);
                 state.deployments.retain(|d| name_of(&d.metadata).0 != n);
                 state.services.retain(|s| name_of(&s.metadata).0 != n);
+                state.ingresses.retain(|i| name_of(&i.metadata).0 != n);
+                state.secrets.retain(|s| name_of(&s.metadata).0 != n);
             }
             Object::Pod(p) => {
                 let (ns, name) = name_of(&p.metadata);
@@ -172,17 +189,37 @@ pub fn delete(state: &mut State, m: &Manifests) {
                     .pods
                     .retain(|x| !(x.namespace == ns && x.name == name && x.owner.is_none()));
             }
-            Object::Deployment(d) => {
-                let key = name_of(&d.metadata);
-                state.deployments.retain(|x| name_of(&x.metadata) != key);
-            }
-            Object::Service(s) => {
-                let key = name_of(&s.metadata);
-                state.services.retain(|x| name_of(&x.metadata) != key);
-            }
+            Object::Deployment(d) => remove(&mut state.deployments, &d.metadata),
+            Object::Service(s) => remove(&mut state.services, &s.metadata),
+            Object::Ingress(i) => remove(&mut state.ingresses, &i.metadata),
+            Object::IngressClass(c) => remove(&mut state.ingress_classes, &c.metadata),
+            Object::Secret(s) => remove(&mut state.secrets, &s.metadata),
         }
     }
     reconcile(state);
+}
+
+/// Replaces the object with the same namespace and name, or adds it.
+fn upsert<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, object: T) {
+    let key = name_of(object.metadata());
+    list.retain(|x| name_of(x.metadata()) != key);
+    list.push(object);
+}
+
+/// Removes the object named like `meta` (missing is fine).
+fn remove<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, meta: &ObjectMeta) {
+    let key = name_of(meta);
+    list.retain(|x| name_of(x.metadata()) != key);
+}
+
+/// Moves a Secret's `stringData` into `data`, as the API server does on write.
+fn fold_string_data(secret: &mut Secret) {
+    for (k, v) in secret.string_data.take().unwrap_or_default() {
+        secret
+            .data
+            .get_or_insert_with(Default::default)
+            .insert(k, ByteString(v.into_bytes()));
+    }
 }
 
 fn same_pod(a: &PodState, b: &PodState) -> bool {

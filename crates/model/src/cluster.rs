@@ -78,6 +78,8 @@ pub struct ClusterSpec {
 pub struct AddonsSpec {
     /// The cluster DNS (default true).
     pub dns: Option<bool>,
+    /// The Ingress controller and its default IngressClass `flatnet` (default true).
+    pub ingress: Option<bool>,
 }
 
 /// The cluster's network after defaults and validation.
@@ -109,6 +111,9 @@ pub struct ClusterConfig {
     /// Whether `up` installs the cluster DNS.
     #[serde(default = "yes")]
     pub dns: bool,
+    /// Whether `up` installs the Ingress controller.
+    #[serde(default = "yes")]
+    pub ingress: bool,
 }
 
 fn yes() -> bool {

@@ -2,6 +2,7 @@
 //! the desired-state store that commands and node agents share.
 
 pub mod cluster;
+pub mod ingress;
 pub mod manifest;
 pub mod names;
 pub mod state;

@@ -1,9 +1,11 @@
 //! Manifests: files or folders of multi-document YAML, read with the Kubernetes API types.
 
 use crate::cluster::{ClusterSpec, API_VERSION};
-use crate::validate::{is_dns_label, is_dns_subdomain, Checker, Invalid, Invalids};
+use crate::validate::{is_dns_label, is_dns_subdomain, is_port_name, Checker, Invalid, Invalids};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -18,20 +20,39 @@ pub enum Object {
     Deployment(Box<Deployment>),
     /// `v1/Service`.
     Service(Box<Service>),
+    /// `networking.k8s.io/v1/Ingress`.
+    Ingress(Box<Ingress>),
+    /// `networking.k8s.io/v1/IngressClass` (cluster-scoped).
+    IngressClass(Box<IngressClass>),
+    /// `v1/Secret` (flatnet reads `kubernetes.io/tls` ones).
+    Secret(Box<Secret>),
 }
 
 impl Object {
-    /// `Kind/name` or `Kind/namespace/name`, for messages.
-    pub fn describe(&self) -> String {
-        let (kind, meta) = match self {
+    /// The kind and metadata.
+    pub fn meta(&self) -> (&'static str, &ObjectMeta) {
+        match self {
             Object::Namespace(o) => ("Namespace", &o.metadata),
             Object::Pod(o) => ("Pod", &o.metadata),
             Object::Deployment(o) => ("Deployment", &o.metadata),
             Object::Service(o) => ("Service", &o.metadata),
-        };
+            Object::Ingress(o) => ("Ingress", &o.metadata),
+            Object::IngressClass(o) => ("IngressClass", &o.metadata),
+            Object::Secret(o) => ("Secret", &o.metadata),
+        }
+    }
+
+    /// Whether the kind is cluster-scoped (no namespace).
+    pub fn cluster_scoped(&self) -> bool {
+        matches!(self, Object::Namespace(_) | Object::IngressClass(_))
+    }
+
+    /// `Kind/name` or `Kind/namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        let (kind, meta) = self.meta();
         let name = meta.name.clone().unwrap_or_default();
         match (kind, &meta.namespace) {
-            ("Namespace", _) => format!("{kind}/{name}"),
+            _ if self.cluster_scoped() => format!("{kind}/{name}"),
             (_, Some(ns)) => format!("{kind}/{ns}/{name}"),
             (_, None) => format!("{kind}/default/{name}"),
         }
@@ -227,6 +248,9 @@ fn parse_one(
         ("v1", "Pod") => push(out, file, Object::Pod(Box::new(typed(file, object, value)?))),
         ("apps/v1", "Deployment") => push(out, file, Object::Deployment(Box::new(typed(file, object, value)?))),
         ("v1", "Service") => push(out, file, Object::Service(Box::new(typed(file, object, value)?))),
+        ("v1", "Secret") => push(out, file, Object::Secret(Box::new(typed(file, object, value)?))),
+        ("networking.k8s.io/v1", "Ingress") => push(out, file, Object::Ingress(Box::new(typed(file, object, value)?))),
+        ("networking.k8s.io/v1", "IngressClass") => push(out, file, Object::IngressClass(Box::new(typed(file, object, value)?))),
         ("", _) => return Err(invalid(file, object, "apiVersion", "missing")),
         (_, "") => return Err(invalid(file, object, "kind", "missing")),
         _ => {
@@ -234,7 +258,7 @@ fn parse_one(
                 file,
                 object,
                 "kind",
-                format!("{api} {kind} is not supported (Namespace, Pod, Service, apps/v1 Deployment, {API_VERSION} Cluster)"),
+                format!("{api} {kind} is not supported (Namespace, Pod, Service, Secret, apps/v1 Deployment, networking.k8s.io/v1 Ingress and IngressClass, {API_VERSION} Cluster)"),
             ))
         }
     }
@@ -251,12 +275,7 @@ fn push(out: &mut Manifests, file: &str, value: Object) {
 /// Checks the fields flatnet relies on; returns every problem.
 pub fn check_object(file: &str, object: &Object) -> Vec<Invalid> {
     let mut c = Checker::new(file, object.describe());
-    let meta = match object {
-        Object::Namespace(o) => &o.metadata,
-        Object::Pod(o) => &o.metadata,
-        Object::Deployment(o) => &o.metadata,
-        Object::Service(o) => &o.metadata,
-    };
+    let (_, meta) = object.meta();
     match meta.name.as_deref() {
         None | Some("") => c.fail("metadata.name", "missing"),
         Some(n) if matches!(object, Object::Namespace(_)) && !is_dns_label(n) => {
@@ -308,6 +327,9 @@ pub fn check_object(file: &str, object: &Object) -> Vec<Invalid> {
                 }
             }
         },
+        Object::Ingress(i) => crate::ingress::check_ingress(&mut c, i),
+        Object::IngressClass(i) => crate::ingress::check_class(&mut c, i),
+        Object::Secret(s) => crate::ingress::check_secret(&mut c, s),
         Object::Namespace(_) | Object::Service(_) => {}
     }
     c.problems
@@ -345,7 +367,7 @@ fn check_pod_spec(c: &mut Checker, at: &str, spec: &PodSpec) {
             }
             seen.push((proto, port.container_port));
             if let Some(n) = &port.name {
-                if n.len() > 15 || !is_dns_label(n) || !n.bytes().any(|b| b.is_ascii_lowercase()) {
+                if !is_port_name(n) {
                     c.fail(
                         format!("{f}.name"),
                         format!("{n:?} is not an IANA service name"),

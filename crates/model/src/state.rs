@@ -6,7 +6,8 @@
 use crate::cluster::ClusterConfig;
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -155,6 +156,15 @@ pub struct State {
     /// Services as applied.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Ingresses as applied (status written by the controller).
+    #[serde(default)]
+    pub ingresses: Vec<Ingress>,
+    /// IngressClasses.
+    #[serde(default)]
+    pub ingress_classes: Vec<IngressClass>,
+    /// Secrets (`stringData` folded into `data`).
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
 }
 
 impl State {

@@ -84,6 +84,11 @@ pub fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
+/// Whether `name` is an IANA service name (as named container and Service ports are).
+pub fn is_port_name(name: &str) -> bool {
+    name.len() <= 15 && is_dns_label(name) && name.bytes().any(|b| b.is_ascii_lowercase())
+}
+
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -368,6 +373,7 @@ pub fn resolve_cluster(
         cluster_domain: domain,
         load_balancer_pool: pool.expect("checked"),
         dns: spec.addons.as_ref().and_then(|a| a.dns).unwrap_or(true),
+        ingress: spec.addons.as_ref().and_then(|a| a.ingress).unwrap_or(true),
     })
 }
 
