@@ -5,26 +5,83 @@
 //! request go" for a normalised host and path. Nothing here does I/O: the proxy swaps whole
 //! tables atomically when the objects change.
 //!
-//! CONTRACT (shared by the proxy crate `flatnet-l7` and the lab adapter): the public types
-//! and signatures below are the interface; bodies marked `unimplemented!` are to be written.
+//! # Which Ingresses
+//! An Ingress is ours when its `spec.ingressClassName`, or else its legacy annotation
+//! [`LEGACY_CLASS_ANNOTATION`], names an IngressClass whose `spec.controller` is
+//! [`CONTROLLER`]; with neither, when one of our classes carries
+//! [`DEFAULT_CLASS_ANNOTATION`]` = "true"`. Other Ingresses are ignored without a warning.
+//! An object without `metadata.namespace` is in `default`.
+//!
+//! # Merging and conflicts
+//! The rules of all our Ingresses are merged per host. Ingresses are taken in a fixed order:
+//! by `metadata.creationTimestamp` (an Ingress without one counts as the oldest), then
+//! namespace, then name. For the same host, path and `pathType`, the first claim wins and
+//! the later one is named in [`Table::warnings`]; likewise the first `spec.defaultBackend`
+//! and the first certificate for a TLS host win. An Ingress with an invalid
+//! `flatnet.dev/` annotation (see [`annotations`]) is left out entirely; an invalid host,
+//! path, `pathType` or a `resource` backend leaves out only that rule or path.
+//!
+//! # Host precedence, without fallback
+//! A request host (normalised with [`host::normalise`]) selects ONE host level: its exact
+//! host if any rule names it, else the wildcard `*.suffix` matching it (exactly one extra
+//! label: `*.foo.com` matches `bar.foo.com`, not `foo.com` nor `a.bar.foo.com`) if any rule
+//! names it, else the rules without host. The paths of that level alone are then matched:
+//! when none matches, the request goes to the default backend or gets 404, even if a less
+//! specific host level has a matching path (as in ingress-nginx and the Gateway API).
+//!
+//! # Path matching and precedence
+//! Request paths are normalised with [`path::normalise`] (see there for the exact rules);
+//! rule paths are normalised with the same function when the table is built, a missing
+//! `path` being `/`. `Exact` matches the whole path, case-sensitively. `Prefix` (and
+//! `ImplementationSpecific`, matched the same way) matches element-wise on `/`: the rule
+//! path without its trailing slash matches the request path `r` when it is `/`, equals `r`,
+//! or `r` starts with it followed by `/` (`/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
+//! `/foobar`). The longest rule path (in bytes) wins; at equal length `Exact` beats `Prefix`
+//! beats `ImplementationSpecific`. A lookup costs hash look-ups in the number of the path's
+//! segments, whatever the number of hosts and rules.
+//!
+//! # Backends and certificates
+//! `service.name` is a Service in the Ingress's namespace, `service.port` one of its ports
+//! by number or name. Endpoints come from the EndpointSlices labelled
+//! `kubernetes.io/service-name`, on the slice port (TCP) named as the Service port: the
+//! ready ones, or when none is ready the serving and terminating ones. A missing Service,
+//! port or endpoint gives a [`Backend`] without endpoints and with a `problem` (answer 503).
+//! `spec.tls[].secretName` names a `kubernetes.io/tls` Secret with `tls.crt` and `tls.key`
+//! (in `data`, or `stringData` as manifests write it).
+//!
+//! # Route ids
+//! `namespace/ingress:HOST/PATH(Kind)`, HOST being `*` for rules without host, e.g.
+//! `default/web:foo.com/api(Prefix)` or `default/web:*.foo.com/(Exact)`; the default
+//! backend is `namespace/ingress:default-backend`.
 
 pub mod annotations;
+mod backend;
+mod build;
+mod class;
 pub mod host;
+mod index;
 pub mod path;
+mod tls;
 
 pub use annotations::{Balance, Options};
 
+use index::Paths;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tls::TlsHosts;
 
 /// `spec.controller` of the IngressClasses flatnet serves.
 pub const CONTROLLER: &str = "flatnet.dev/ingress-controller";
 
 /// The annotation that marks an IngressClass as the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// The legacy annotation naming an Ingress's class, from before `spec.ingressClassName`.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 /// The objects a table is built from (all namespaces).
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,11 +150,12 @@ pub struct Route {
     /// `namespace/ingress` plus host and path, e.g. `default/web:foo.com/api(Prefix)`; used
     /// in the access log and metrics labels.
     pub id: Arc<str>,
-    /// The host part of the rule.
+    /// The host part of the rule ([`HostMatch::Any`] for the default backend).
     pub host: HostMatch,
-    /// The rule's path as written (trailing slash removed for Prefix, `/` kept).
+    /// The rule's path as written, normalised with [`path::normalise`] (trailing slash
+    /// removed for Prefix and ImplementationSpecific, `/` kept). `/` for the default backend.
     pub path: String,
-    /// Its type.
+    /// Its type ([`PathKind::Prefix`] for the default backend).
     pub kind: PathKind,
     /// Where matching requests go.
     pub backend: Arc<Backend>,
@@ -130,43 +188,83 @@ pub enum Lookup<'a> {
 /// The route table: every rule of every Ingress of our class, merged per host.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    // private fields chosen by the implementation
+    /// Rules with an exact host, by host.
+    exact: HashMap<String, Paths>,
+    /// Rules with a wildcard host, by suffix (without `*.`).
+    wildcard: HashMap<String, Paths>,
+    /// Rules without host.
+    any: Paths,
+    default_backend: Option<Route>,
+    certificates: Vec<Certificate>,
+    tls_hosts: TlsHosts,
+    warnings: Vec<String>,
 }
 
 impl Table {
-    /// Builds the table. Never fails: an Ingress that cannot be used (e.g. invalid
-    /// annotations, a resource backend) is left out and named in [`Table::warnings`].
+    /// Builds the table. Never fails: an Ingress, rule or path that cannot be used (e.g.
+    /// invalid annotations, a resource backend) is left out and named in
+    /// [`Table::warnings`].
     pub fn build(inputs: &Inputs<'_>) -> Table {
-        let _ = inputs;
-        unimplemented!()
+        build::build(inputs)
     }
 
     /// The route for a request. `host` and `path` must already be normalised with
     /// [`host::normalise`] and [`path::normalise`].
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
-        let _ = (host, path);
-        unimplemented!()
+        let level = self
+            .exact
+            .get(host)
+            .or_else(|| self.wildcard.get(host::wildcard_suffix(host)?))
+            .unwrap_or(&self.any);
+        match level.lookup(path).or(self.default_backend.as_ref()) {
+            Some(route) => Lookup::Route(route),
+            None => Lookup::NotFound,
+        }
     }
 
-    /// Every route, in precedence order, then the default backend.
+    /// Every route, in precedence order, then the default backend: exact hosts, wildcard
+    /// hosts, then rules without host (hosts in alphabetical order); within a host, longer
+    /// paths first, then by kind (Exact, Prefix, ImplementationSpecific).
     pub fn routes(&self) -> Vec<&Route> {
-        unimplemented!()
+        let levels = self.exact.values().chain(self.wildcard.values());
+        let mut routes: Vec<&Route> = levels.chain([&self.any]).flat_map(Paths::routes).collect();
+        routes.sort_by_key(|route| {
+            let level = match route.host {
+                HostMatch::Exact(_) => 0,
+                HostMatch::Wildcard(_) => 1,
+                HostMatch::Any => 2,
+            };
+            let longest = std::cmp::Reverse(route.path.len());
+            (level, &route.host, longest, route.kind, &route.path)
+        });
+        routes.extend(&self.default_backend);
+        routes
     }
 
     /// Certificates by host, first claim wins.
     pub fn certificates(&self) -> &[Certificate] {
-        unimplemented!()
+        &self.certificates
     }
 
     /// Whether a TLS certificate covers `host` (normalised) and the route's Ingress asked
     /// for the HTTP-to-HTTPS redirect.
     pub fn redirects_to_https(&self, host: &str, route: &Route) -> bool {
-        let _ = (host, route);
-        unimplemented!()
+        route.options.ssl_redirect && self.tls_hosts.covers(host)
     }
 
     /// What was left out and why (`Ingress ns/name: field: reason`).
     pub fn warnings(&self) -> &[String] {
-        unimplemented!()
+        &self.warnings
+    }
+}
+
+impl std::fmt::Display for PathKind {
+    /// The `pathType` as the API writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathKind::Exact => "Exact",
+            PathKind::Prefix => "Prefix",
+            PathKind::ImplementationSpecific => "ImplementationSpecific",
+        })
     }
 }

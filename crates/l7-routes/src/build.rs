@@ -1,0 +1,205 @@
+//! [`Table::build`]: the Ingresses of our classes merged, in a deterministic order.
+
+use crate::backend::{namespaced, Backends};
+use crate::class::Classes;
+use crate::tls::Certificates;
+use crate::{annotations, host, path, HostMatch, Inputs, Options, PathKind, Route, Table};
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use std::sync::Arc;
+
+/// The table under construction, with the indexes of the objects it reads.
+struct Builder<'a> {
+    table: Table,
+    backends: Backends<'a>,
+    certificates: Certificates<'a>,
+}
+
+/// The Ingress being added.
+struct Owner<'a> {
+    namespace: &'a str,
+    /// `namespace/name`.
+    id: String,
+    options: Arc<Options>,
+}
+
+/// A field of an Ingress (relative to the field at hand) and why it is left out.
+type Refusal = (String, String);
+
+pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
+    let classes = Classes::new(inputs.classes);
+    let mut ours: Vec<(&Ingress, (&str, &str))> = inputs
+        .ingresses
+        .iter()
+        .filter(|ingress| classes.serves(ingress))
+        .filter_map(|ingress| Some((ingress, namespaced(&ingress.metadata)?)))
+        .collect();
+    ours.sort_by(|(a, a_name), (b, b_name)| {
+        let created = |i: &Ingress| i.metadata.creation_timestamp.clone();
+        created(a).cmp(&created(b)).then(a_name.cmp(b_name))
+    });
+    let mut builder = Builder {
+        table: Table::default(),
+        backends: Backends::new(inputs.services, inputs.slices),
+        certificates: Certificates::new(inputs.secrets),
+    };
+    for (ingress, (namespace, name)) in ours {
+        builder.add(ingress, namespace, name);
+    }
+    let (certificates, tls_hosts) = builder.certificates.finish();
+    Table {
+        certificates,
+        tls_hosts,
+        ..builder.table
+    }
+}
+
+impl Builder<'_> {
+    fn add(&mut self, ingress: &Ingress, namespace: &str, name: &str) {
+        let id = format!("{namespace}/{name}");
+        let options = match annotations::parse(ingress.metadata.annotations.as_ref()) {
+            Ok(options) => Arc::new(options),
+            Err(bad) => {
+                let warnings = bad.iter().map(|bad| format!("Ingress {id}: {bad}"));
+                return self.table.warnings.extend(warnings);
+            }
+        };
+        let owner = Owner {
+            namespace,
+            id,
+            options,
+        };
+        let Some(spec) = &ingress.spec else {
+            return;
+        };
+        if let Some(backend) = &spec.default_backend {
+            self.default_backend(&owner, backend);
+        }
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = match rule.host.as_deref() {
+                None | Some("") => HostMatch::Any,
+                Some(written) => match host::parse_rule(written) {
+                    Some(host) => host,
+                    None => {
+                        let field = format!("spec.rules[{i}].host");
+                        self.warn(&owner, &field, format!("{written:?} is not a valid host"));
+                        continue;
+                    }
+                },
+            };
+            for (j, path) in rule.http.iter().flat_map(|http| &http.paths).enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                match self.route(&owner, &host, path) {
+                    Ok(route) => self.insert(&owner, &field, route),
+                    Err((sub, reason)) => self.warn(&owner, &format!("{field}.{sub}"), reason),
+                }
+            }
+        }
+        for (i, tls) in spec.tls.iter().flatten().enumerate() {
+            let warnings = &mut self.table.warnings;
+            self.certificates.add(namespace, tls, |field, reason| {
+                warnings.push(format!(
+                    "Ingress {}: spec.tls[{i}].{field}: {reason}",
+                    owner.id
+                ));
+            });
+        }
+    }
+
+    /// `spec.defaultBackend`: the first Ingress with one sets it.
+    fn default_backend(&mut self, owner: &Owner<'_>, backend: &IngressBackend) {
+        let field = "spec.defaultBackend";
+        if let Some(current) = &self.table.default_backend {
+            let reason = format!("ignored, the default backend is {} already", current.id);
+            return self.warn(owner, field, reason);
+        }
+        match self.backend(owner, backend) {
+            Ok(backend) => {
+                self.table.default_backend = Some(Route {
+                    id: format!("{}:default-backend", owner.id).into(),
+                    host: HostMatch::Any,
+                    path: "/".into(),
+                    kind: PathKind::Prefix,
+                    backend,
+                    options: Arc::clone(&owner.options),
+                });
+            }
+            Err((sub, reason)) => self.warn(owner, &format!("{field}.{sub}"), reason),
+        }
+    }
+
+    /// The route of one path rule.
+    fn route(
+        &mut self,
+        owner: &Owner<'_>,
+        host: &HostMatch,
+        rule: &HTTPIngressPath,
+    ) -> Result<Route, Refusal> {
+        let kind = match rule.path_type.as_str() {
+            "Exact" => PathKind::Exact,
+            "Prefix" => PathKind::Prefix,
+            "ImplementationSpecific" => PathKind::ImplementationSpecific,
+            other => {
+                let reason = format!("{other:?} is not Exact, Prefix or ImplementationSpecific");
+                return Err(("pathType".into(), reason));
+            }
+        };
+        let written = rule.path.as_deref().unwrap_or("/");
+        let mut path =
+            path::normalise(written).map_err(|e| ("path".into(), format!("{written:?}: {e}")))?;
+        if kind != PathKind::Exact && path.len() > 1 && path.ends_with('/') {
+            path.pop();
+        }
+        let backend = self
+            .backend(owner, &rule.backend)
+            .map_err(|(sub, reason)| (format!("backend.{sub}"), reason))?;
+        Ok(Route {
+            id: format!("{}:{host}{path}({kind})", owner.id).into(),
+            host: host.clone(),
+            path,
+            kind,
+            backend,
+            options: Arc::clone(&owner.options),
+        })
+    }
+
+    fn backend(
+        &mut self,
+        owner: &Owner<'_>,
+        backend: &IngressBackend,
+    ) -> Result<Arc<crate::Backend>, Refusal> {
+        if backend.resource.is_some() {
+            return Err((
+                "resource".into(),
+                "resource backends are not supported".into(),
+            ));
+        }
+        let service = backend
+            .service
+            .as_ref()
+            .ok_or(("service".into(), "missing".into()))?;
+        self.backends
+            .resolve(owner.namespace, service)
+            .map_err(|reason| ("service.port".into(), reason))
+    }
+
+    /// Adds a route to its host level; the first claim of a host, path and kind wins.
+    fn insert(&mut self, owner: &Owner<'_>, field: &str, route: Route) {
+        let paths = match &route.host {
+            HostMatch::Any => &mut self.table.any,
+            HostMatch::Exact(host) => self.table.exact.entry(host.clone()).or_default(),
+            HostMatch::Wildcard(suffix) => self.table.wildcard.entry(suffix.clone()).or_default(),
+        };
+        let conflict = paths
+            .insert(route)
+            .err()
+            .map(|holder| format!("ignored, the same host, path and type is {}", holder.id));
+        if let Some(reason) = conflict {
+            self.warn(owner, field, reason);
+        }
+    }
+
+    fn warn(&mut self, owner: &Owner<'_>, field: &str, reason: String) {
+        let warning = format!("Ingress {}: {field}: {reason}", owner.id);
+        self.table.warnings.push(warning);
+    }
+}
