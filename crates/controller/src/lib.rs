@@ -11,6 +11,9 @@ use flatnet_model::state::{node_ip, PodPort, PodState, State};
 use flatnet_model::validate::{Invalid, Invalids};
 use flatnet_model::{ClusterConfig, NodeState};
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
+use k8s_openapi::api::networking::v1::{
+    IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ByteString, Metadata};
 use sha2::{Digest, Sha256};
@@ -323,6 +326,7 @@ pub fn reconcile(s: &mut State) {
         .retain(|p| p.node.is_empty() || s.config.nodes.contains(&p.node));
     expand_deployments(s);
     schedule(s);
+    ingress_status(s);
     let generation = s.generation + 1;
     for p in s.pods.iter_mut().filter(|p| p.uid.is_empty()) {
         p.uid = format!(
@@ -337,6 +341,35 @@ pub fn reconcile(s: &mut State) {
     s.pods
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     s.generation = generation;
+}
+
+/// The Service that exposes the Ingress controller (`up` installs it).
+pub const INGRESS_SERVICE: (&str, &str) = ("kube-system", "flatnet-ingress");
+
+/// Writes the address of each Ingress that flatnet serves: the LoadBalancer IPs of
+/// [`INGRESS_SERVICE`], as ingress controllers publish their Service's address.
+fn ingress_status(s: &mut State) {
+    let ips = s
+        .services
+        .iter()
+        .find(|svc| name_of(&svc.metadata) == (INGRESS_SERVICE.0.into(), INGRESS_SERVICE.1.into()))
+        .map(services::load_balancer_ips)
+        .unwrap_or_default();
+    let classes = flatnet_l7_routes::Classes::new(&s.ingress_classes);
+    for ing in &mut s.ingresses {
+        ing.status = (classes.serves(ing) && !ips.is_empty()).then(|| IngressStatus {
+            load_balancer: Some(IngressLoadBalancerStatus {
+                ingress: Some(
+                    ips.iter()
+                        .map(|ip| IngressLoadBalancerIngress {
+                            ip: Some(ip.to_string()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+            }),
+        });
+    }
 }
 
 fn reconcile_nodes(s: &mut State) {
@@ -624,5 +657,69 @@ mod tests {
             .filter(|e| e.conditions.as_ref().unwrap().ready == Some(true))
             .count();
         assert_eq!((ready, terminating), (2, 3), "{eps:?}");
+    }
+
+    #[test]
+    fn ingresses_of_our_class_get_the_controller_address_and_secrets_fold_string_data() {
+        let mut s = new_state(cfg(NodesSpec::Count(1)));
+        apply(
+            &mut s,
+            &manifests(
+                r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: flatnet, annotations: {ingressclass.kubernetes.io/is-default-class: "true"}}
+spec: {controller: flatnet.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: other}
+spec: {controller: example.com/other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flatnet-ingress, namespace: kube-system}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: mine}
+spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: theirs}
+spec: {ingressClassName: other, defaultBackend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert}
+type: kubernetes.io/tls
+stringData: {tls.crt: "-----BEGIN CERTIFICATE-----", tls.key: "-----BEGIN PRIVATE KEY-----"}
+"#,
+            ),
+        )
+        .unwrap();
+        let address = |s: &State, name: &str| {
+            let ing = s
+                .ingresses
+                .iter()
+                .find(|i| i.metadata.name.as_deref() == Some(name));
+            ing.and_then(|i| i.status.clone())
+                .and_then(|st| st.load_balancer?.ingress?.first()?.ip.clone())
+        };
+        let lb = services::load_balancer_ips(&s.services[0]);
+        assert_eq!(lb.len(), 1);
+
+        assert_eq!(address(&s, "mine"), Some(lb[0].to_string()));
+        assert_eq!(address(&s, "theirs"), None);
+        let secret = &s.secrets[0];
+        assert!(secret.string_data.is_none());
+        assert_eq!(
+            secret.data.as_ref().unwrap()["tls.crt"].0,
+            b"-----BEGIN CERTIFICATE-----"
+        );
+        delete(&mut s, &manifests("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: flatnet}\nspec: {controller: flatnet.dev/ingress-controller}\n"));
+        assert_eq!(address(&s, "mine"), None, "no class of ours is left");
     }
 }

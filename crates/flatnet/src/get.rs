@@ -341,7 +341,47 @@ pub fn render(
             }
             (all.iter().map(|s| with_kind("discovery.k8s.io/v1", "EndpointSlice", s)).collect(), rows)
         }
-        other => bail!("unknown kind {other:?}: nodes, pods, namespaces, deployments, services, endpointslices"),
+        "ingresses" | "ingress" | "ing" => {
+            let all: Vec<_> = state
+                .ingresses
+                .iter()
+                .filter(|i| ns.is_none_or(|n| i.metadata.namespace.as_deref() == Some(n)))
+                .collect();
+            let mut rows = vec![["NAMESPACE", "NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS"].map(String::from).to_vec()];
+            for i in &all {
+                let spec = i.spec.clone().unwrap_or_default();
+                let hosts: Vec<String> = spec.rules.iter().flatten().map(|r| r.host.clone().unwrap_or_else(|| "*".into())).collect();
+                let address: Vec<String> = i
+                    .status
+                    .iter()
+                    .filter_map(|s| s.load_balancer.as_ref())
+                    .flat_map(|lb| lb.ingress.iter().flatten())
+                    .filter_map(|a| a.ip.clone().or(a.hostname.clone()))
+                    .collect();
+                rows.push(vec![
+                    i.metadata.namespace.clone().unwrap_or_default(),
+                    i.metadata.name.clone().unwrap_or_default(),
+                    spec.ingress_class_name.clone().unwrap_or_else(|| "<none>".into()),
+                    if hosts.is_empty() { "*".into() } else { hosts.join(",") },
+                    address.join(","),
+                    if spec.tls.as_ref().is_some_and(|t| !t.is_empty()) { "80, 443".into() } else { "80".into() },
+                ]);
+            }
+            (all.iter().map(|i| with_kind("networking.k8s.io/v1", "Ingress", i)).collect(), rows)
+        }
+        "ingressclasses" | "ingressclass" => {
+            let mut rows = vec![["NAME", "CONTROLLER", "DEFAULT"].map(String::from).to_vec()];
+            for c in &state.ingress_classes {
+                let default = c.metadata.annotations.as_ref().and_then(|a| a.get(flatnet_l7_routes::DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true");
+                rows.push(vec![
+                    c.metadata.name.clone().unwrap_or_default(),
+                    c.spec.as_ref().and_then(|s| s.controller.clone()).unwrap_or_default(),
+                    default.to_string(),
+                ]);
+            }
+            (state.ingress_classes.iter().map(|c| with_kind("networking.k8s.io/v1", "IngressClass", c)).collect(), rows)
+        }
+        other => bail!("unknown kind {other:?}: nodes, pods, namespaces, deployments, services, endpointslices, ingresses, ingressclasses"),
     };
     Ok(match out {
         Some(Output::Json) => serde_json::to_string_pretty(&list(objects))? + "\n",

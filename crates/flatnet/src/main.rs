@@ -8,7 +8,7 @@ use flatnet_lab::target::{resolve_destination, Target};
 use flatnet_lab::Binaries;
 use flatnet_model::manifest::{load_or_builtin, load_paths};
 use flatnet_model::state::ClusterDir;
-use flatnet_workload::{Probe, ProbeResult, Protocol};
+use flatnet_workload::{HttpRequest, Probe, ProbeResult, Protocol};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -140,6 +140,12 @@ enum Cmd {
         /// Local port to send from (a client that keeps its port, as a resolver may).
         #[arg(long)]
         source_port: Option<u16>,
+        /// HTTP Host header for TCP probes (e.g. to reach an Ingress rule).
+        #[arg(long)]
+        host: Option<String>,
+        /// HTTP path for TCP probes.
+        #[arg(long, default_value = "/")]
+        path: String,
     },
     /// Prove the guarantees with real connections; non-zero exit on any failure.
     Check {
@@ -340,6 +346,8 @@ fn run(cmd: Cmd) -> Result<i32> {
             output,
             cluster,
             source_port,
+            host,
+            path,
         } => {
             let (dir, state) = existing(&cluster)?;
             let src = Target::parse(&from, &state)?;
@@ -350,6 +358,7 @@ fn run(cmd: Cmd) -> Result<i32> {
                 protocol,
                 timeout: Duration::from_secs_f64(timeout),
                 source_port,
+                http: Some(HttpRequest { host, path }),
             });
             let mut server = report.server.clone();
             if let Some(s) = server.as_mut() {

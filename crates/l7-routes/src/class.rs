@@ -5,13 +5,14 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::collections::HashSet;
 
 /// The IngressClasses whose `spec.controller` is [`CONTROLLER`].
-pub(crate) struct Classes<'a> {
+pub struct Classes<'a> {
     names: HashSet<&'a str>,
     has_default: bool,
 }
 
 impl<'a> Classes<'a> {
-    pub(crate) fn new(classes: &'a [IngressClass]) -> Self {
+    /// The classes of `classes` that flatnet serves.
+    pub fn new(classes: &'a [IngressClass]) -> Self {
         let ours = classes.iter().filter(|class| {
             class
                 .spec
@@ -35,7 +36,7 @@ impl<'a> Classes<'a> {
 
     /// Whether flatnet serves `ingress`: its `spec.ingressClassName`, else its legacy
     /// annotation, names one of our classes; with neither, one of our classes is the default.
-    pub(crate) fn serves(&self, ingress: &Ingress) -> bool {
+    pub fn serves(&self, ingress: &Ingress) -> bool {
         let class_name = ingress
             .spec
             .as_ref()

@@ -58,6 +58,7 @@ pub mod annotations;
 mod backend;
 mod build;
 mod class;
+pub use class::Classes;
 pub mod host;
 mod index;
 pub mod path;

@@ -2,7 +2,7 @@
 
 use crate::target::{pod_ips, Target};
 use flatnet_model::state::{ClusterDir, PodState, State};
-use flatnet_workload::{probe, Probe, ProbeReport, ProbeResult, Protocol};
+use flatnet_workload::{probe, HttpRequest, Probe, ProbeReport, ProbeResult, Protocol};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +72,8 @@ struct Job {
     /// Pods allowed to answer.
     expect_pods: Vec<String>,
     expect_client: Option<IpAddr>,
+    /// For HTTP probes: Host header and path.
+    http: Option<HttpRequest>,
 }
 
 fn first_port(p: &PodState, proto: &str) -> Option<u16> {
@@ -159,6 +161,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                         protocol,
                         expect_pods: vec![dst.name.clone()],
                         expect_client: Some(src_ip.unwrap_or(*dst_ip)),
+                        http: None,
                     });
                 }
                 // Guarantee 2: every node reaches every pod.
@@ -177,6 +180,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                             protocol,
                             expect_pods: vec![dst.name.clone()],
                             expect_client: None,
+                            http: None,
                         });
                     }
                 }
@@ -184,6 +188,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
         }
     }
     jobs.extend(service_jobs(state, &ips));
+    jobs.extend(ingress_jobs(state));
     let cluster = state.config.name.clone();
     let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>()));
     let rows = Arc::new(Mutex::new(Vec::new()));
@@ -202,6 +207,7 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
                     protocol: job.protocol,
                     timeout,
                     source_port: None,
+                    http: job.http.clone(),
                 });
                 let (ok, detail) = judge(&job, &report);
                 rows.lock().unwrap().push((
@@ -229,6 +235,78 @@ pub fn run(dir: &ClusterDir, state: &State, timeout: Duration) -> Report {
     Report { rows }
 }
 
+/// Guarantee 4 at layer 7: from `external`, every path rule of every Ingress that has an
+/// address is reached over HTTP with its host (a wildcard's `*` made `probe`) and its path,
+/// and answered by a pod of the rule's Service.
+fn ingress_jobs(state: &State) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for ing in &state.ingresses {
+        let ns = ing.metadata.namespace.clone().unwrap_or_default();
+        let addresses: Vec<IpAddr> = ing
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|a| a.ip.as_deref()?.parse().ok())
+            .collect();
+        let rules = ing.spec.iter().flat_map(|s| s.rules.iter().flatten());
+        for rule in rules {
+            let host = rule.host.as_deref().map(|h| h.replacen('*', "probe", 1));
+            for path in rule.http.iter().flat_map(|h| &h.paths) {
+                let Some(svc) = &path.backend.service else {
+                    continue;
+                };
+                let backends = serving_pods(state, &ns, &svc.name);
+                if backends.is_empty() {
+                    continue;
+                }
+                let request = path.path.clone().unwrap_or_else(|| "/".into());
+                for ip in &addresses {
+                    jobs.push(Job {
+                        check: "4 external-to-service, Ingress".into(),
+                        from: Target::External,
+                        to_label: format!(
+                            "http://{}{request} ({ns}/{}) at {ip}",
+                            host.as_deref().unwrap_or("*"),
+                            ing.metadata.name.as_deref().unwrap_or("")
+                        ),
+                        addr: SocketAddr::new(*ip, 80),
+                        protocol: Protocol::Tcp,
+                        expect_pods: backends.clone(),
+                        expect_client: None,
+                        http: Some(HttpRequest {
+                            host: host.clone(),
+                            path: request.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// The names of the probe-serving pods that Service `ns/name` selects.
+fn serving_pods(state: &State, ns: &str, name: &str) -> Vec<String> {
+    let Some(selector) = state
+        .services
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(name)
+        })
+        .and_then(|s| s.spec.as_ref()?.selector.clone())
+    else {
+        return Vec::new();
+    };
+    state
+        .pods
+        .iter()
+        .filter(|p| p.namespace == ns && flatnet_controller::endpoints::selects(&selector, p))
+        .filter(|p| p.command.is_empty())
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// Guarantees 3 and 4: every pod reaches every Service's virtual IPs (and keeps its own
 /// source address); `external` reaches NodePorts on every node and LoadBalancer IPs.
 fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> {
@@ -241,14 +319,7 @@ fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> 
         }
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let selector = spec.selector.clone().unwrap_or_default();
-        let backends: Vec<String> = state
-            .pods
-            .iter()
-            .filter(|p| p.namespace == ns && flatnet_controller::endpoints::selects(&selector, p))
-            .filter(|p| p.command.is_empty())
-            .map(|p| p.name.clone())
-            .collect();
+        let backends = serving_pods(state, &ns, &name);
         if backends.is_empty() {
             continue;
         }
@@ -272,6 +343,7 @@ fn service_jobs(state: &State, ips: &BTreeMap<String, Vec<IpAddr>>) -> Vec<Job> 
                 protocol,
                 expect_pods: backends.clone(),
                 expect_client: client,
+                http: None,
             };
             for vip in &vips {
                 for src in &state.pods {

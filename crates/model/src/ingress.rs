@@ -75,9 +75,15 @@ pub fn check_ingress(c: &mut Checker, ingress: &Ingress) {
 fn check_host(c: &mut Checker, field: &str, host: &str) {
     let name = host.strip_prefix("*.").unwrap_or(host);
     if host.parse::<std::net::IpAddr>().is_ok() {
-        c.fail(field, format!("{host:?} must be a DNS name, not an IP address"));
+        c.fail(
+            field,
+            format!("{host:?} must be a DNS name, not an IP address"),
+        );
     } else if name.contains('*') {
-        c.fail(field, format!("{host:?}: a wildcard must be the whole first label (*.example.com)"));
+        c.fail(
+            field,
+            format!("{host:?}: a wildcard must be the whole first label (*.example.com)"),
+        );
     } else if !is_dns_subdomain(name) {
         c.fail(field, format!("{host:?} is not a lower-case DNS name"));
     }
@@ -93,7 +99,10 @@ fn check_backend(c: &mut Checker, at: &str, b: &IngressBackend) {
                 );
             }
             let port = svc.port.as_ref();
-            match (port.and_then(|p| p.number), port.and_then(|p| p.name.as_ref())) {
+            match (
+                port.and_then(|p| p.number),
+                port.and_then(|p| p.name.as_ref()),
+            ) {
                 (Some(n), None) if (1..=65535).contains(&n) => {}
                 (Some(n), None) => c.fail(
                     format!("{at}.service.port.number"),
@@ -124,7 +133,9 @@ pub fn check_class(c: &mut Checker, class: &IngressClass) {
         Some(ctl) if ctl.contains('/') => {}
         Some(ctl) => c.fail(
             "spec.controller",
-            format!("{ctl:?} must be a domain-prefixed path such as flatnet.dev/ingress-controller"),
+            format!(
+                "{ctl:?} must be a domain-prefixed path such as flatnet.dev/ingress-controller"
+            ),
         ),
         None => c.fail("spec.controller", "missing"),
     }
@@ -135,7 +146,10 @@ pub fn check_secret(c: &mut Checker, secret: &Secret) {
     if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
         return;
     }
-    for (key, marker) in [("tls.crt", "CERTIFICATE-----"), ("tls.key", "PRIVATE KEY-----")] {
+    for (key, marker) in [
+        ("tls.crt", "CERTIFICATE-----"),
+        ("tls.key", "PRIVATE KEY-----"),
+    ] {
         match secret_value(secret, key) {
             Some(v) if String::from_utf8_lossy(&v).contains(marker) => {}
             Some(_) => c.fail(format!("data[{key}]"), format!("not PEM (no {marker})")),

@@ -498,6 +498,53 @@ spec:
     }
 
     #[test]
+    fn bad_ingresses_name_every_field() {
+        let e = parse(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: i, namespace: x, annotations: {flatnet.dev/retries: "many", flatnet.dev/colour: blue}}
+spec:
+  rules:
+  - host: "a.*.com"
+    http:
+      paths:
+      - {path: api, pathType: Prefix, backend: {service: {name: web, port: {number: 0}}}}
+      - {path: /x, pathType: Regex, backend: {service: {name: web, port: {name: http, number: 80}}}}
+  tls: [{hosts: ["10.0.0.1"], secretName: cert}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: c}
+spec: {}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+type: kubernetes.io/tls
+stringData: {tls.crt: nope}
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "m.yaml: Ingress/x/i: metadata.annotations[flatnet.dev/retries]",
+            "m.yaml: Ingress/x/i: metadata.annotations[flatnet.dev/colour]",
+            "m.yaml: Ingress/x/i: spec.rules[0].host: \"a.*.com\"",
+            "spec.rules[0].http.paths[0].path: \"api\" must start with /",
+            "spec.rules[0].http.paths[0].backend.service.port.number: 0 is not a port",
+            "spec.rules[0].http.paths[1].pathType: \"Regex\"",
+            "spec.rules[0].http.paths[1].backend.service.port: exactly one of number and name",
+            "spec.tls[0].hosts[0]: \"10.0.0.1\" must be a DNS name",
+            "m.yaml: IngressClass/c: spec.controller: missing",
+            "m.yaml: Secret/default/s: data[tls.crt]: not PEM",
+            "m.yaml: Secret/default/s: data[tls.key]: required",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
+    }
+
+    #[test]
     fn bad_yaml_is_reported_with_its_file() {
         let e = parse("kind: [unclosed\n").unwrap_err();
         assert!(e.to_string().starts_with("m.yaml: document 1"), "{e}");

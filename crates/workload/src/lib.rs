@@ -9,7 +9,7 @@
 mod probe;
 mod server;
 
-pub use probe::{probe, socket_in_netns, Probe, ProbeReport, ProbeResult, ServerInfo};
+pub use probe::{probe, socket_in_netns, HttpRequest, Probe, ProbeReport, ProbeResult, ServerInfo};
 pub use server::{serve, spawn_servers, spawn_servers_bound, BoundServer, ServerConfig};
 
 use std::fmt;

@@ -74,6 +74,17 @@ pub struct Probe {
     pub timeout: Duration,
     /// Bind this local port (a client that keeps its port, as a DNS resolver may).
     pub source_port: Option<u16>,
+    /// For TCP: the HTTP request's Host header and path (default: the target, `/`).
+    pub http: Option<HttpRequest>,
+}
+
+/// The HTTP request a TCP probe sends.
+#[derive(Clone, Debug, Default)]
+pub struct HttpRequest {
+    /// The Host header.
+    pub host: Option<String>,
+    /// The path (and query); `/` when empty.
+    pub path: String,
 }
 
 /// One connection attempt from inside `netns` (a path like /run/netns/NAME;
@@ -133,7 +144,7 @@ pub fn probe(p: &Probe) -> ProbeReport {
     }
     let connect_latency = started.elapsed();
     match p.protocol {
-        Protocol::Tcp => match http_get(&sock, p.target, deadline) {
+        Protocol::Tcp => match http_get(&sock, p.target, p.http.as_ref(), deadline) {
             Ok((server, client)) => connected_report(server, client, connect_latency, None),
             Err(e) => no_answer(connect_latency, format!("{e:#}")),
         },
@@ -320,9 +331,17 @@ struct HttpAnswer {
 fn http_get(
     sock: &Socket,
     target: SocketAddr,
+    http: Option<&HttpRequest>,
     deadline: Instant,
 ) -> anyhow::Result<(ServerInfo, Option<String>)> {
-    let request = format!("GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    let host = http
+        .and_then(|h| h.host.clone())
+        .unwrap_or_else(|| target.to_string());
+    let path = http
+        .map(|h| h.path.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     sock.set_write_timeout(Some(remaining(deadline)))?;
     (&*sock)
         .write_all(request.as_bytes())

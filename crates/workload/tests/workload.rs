@@ -153,6 +153,7 @@ async fn probe_async(
             protocol,
             timeout,
             source_port: None,
+            http: None,
         })
     })
     .await
@@ -376,6 +377,7 @@ fn probe_refused_on_closed_tcp_and_udp_ports() {
                 protocol,
                 timeout: Duration::from_secs(3),
                 source_port: None,
+                http: None,
             });
             assert_eq!(r.result, ProbeResult::Refused, "{protocol} {target}: {r:?}");
             assert!(r.server.is_none() && r.client_address.is_none());
@@ -397,6 +399,7 @@ fn probe_unreachable_from_a_namespace_without_routes() {
                 protocol,
                 timeout: Duration::from_secs(3),
                 source_port: None,
+                http: None,
             });
             assert_eq!(
                 r.result,
@@ -441,6 +444,7 @@ fn probe_times_out_where_packets_vanish() {
             protocol,
             timeout,
             source_port: None,
+            http: None,
         });
         let took = started.elapsed();
         assert_eq!(r.result, ProbeResult::Timeout, "{protocol}: {r:?}");
@@ -478,6 +482,7 @@ fn socket_in_netns_creates_the_socket_inside_the_namespace() {
             protocol,
             timeout,
             source_port: None,
+            http: None,
         });
         assert_eq!(
             inside.result,
@@ -493,6 +498,7 @@ fn socket_in_netns_creates_the_socket_inside_the_namespace() {
                 protocol,
                 timeout,
                 source_port: None,
+                http: None,
             });
             assert_eq!(
                 outside.result,
@@ -557,6 +563,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             protocol: Protocol::Sctp,
             timeout: Duration::from_secs(3),
             source_port: None,
+            http: None,
         });
         assert_eq!(r.result, ProbeResult::Connected, "{r:?}");
         assert_eq!(r.server.unwrap().pod, "web-1");
@@ -571,6 +578,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             protocol: Protocol::Tcp,
             timeout: Duration::from_secs(3),
             source_port: None,
+            http: None,
         });
         assert_eq!(tcp.result, ProbeResult::Connected, "{tcp:?}");
         // Probing SCTP cannot even open a socket.
@@ -580,6 +588,7 @@ fn sctp_is_served_when_the_kernel_has_it_and_skipped_otherwise() {
             protocol: Protocol::Sctp,
             timeout: Duration::from_secs(3),
             source_port: None,
+            http: None,
         });
         assert_eq!(r.result, ProbeResult::Unreachable, "{r:?}");
         assert!(r.error.unwrap().contains("cannot open a sctp socket"));
