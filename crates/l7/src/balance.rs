@@ -1,0 +1,182 @@
+//! Upstream choice: round robin, least request (power of two choices) and consistent hashing
+//! (rendezvous: the endpoint with the highest hash of key and address wins, so adding or
+//! removing one endpoint moves only the keys that it wins or won).
+
+use flatnet_l7_routes::Balance;
+use hyper::header::HeaderMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+/// One endpoint as the balancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Requests in flight to it now.
+    pub in_flight: u64,
+    /// Ejected by passive health checks: used only when every untried endpoint is.
+    pub ejected: bool,
+    /// Already tried for this request (a retry goes elsewhere): never chosen.
+    pub tried: bool,
+}
+
+/// The per-request inputs of a choice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Draw {
+    /// Round-robin ticket (a counter per backend).
+    pub ticket: usize,
+    /// Two random numbers for least request.
+    pub random: (usize, usize),
+    /// The hash key for consistent hashing, when the request has one.
+    pub key: Option<u64>,
+}
+
+/// The hash key of a request for `balance`: the header's value or the client IP; `None`
+/// when the policy does not hash or the header is missing (then round robin is used).
+pub fn hash_key(balance: &Balance, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    match balance {
+        Balance::HashHeader(name) => headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        Balance::HashClientIp => client.hash(&mut h),
+        Balance::RoundRobin | Balance::LeastRequest => return None,
+    }
+    Some(h.finish())
+}
+
+fn weight(key: u64, addr: &SocketAddr) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    addr.hash(&mut h);
+    h.finish()
+}
+
+/// Index into `candidates` of the endpoint to use, `None` when every one was tried.
+pub fn choose(balance: &Balance, candidates: &[Candidate], draw: Draw) -> Option<usize> {
+    let untried: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !candidates[i].tried)
+        .collect();
+    let healthy: Vec<usize> = untried
+        .iter()
+        .copied()
+        .filter(|&i| !candidates[i].ejected)
+        .collect();
+    let pool = if healthy.is_empty() { untried } else { healthy };
+    if pool.is_empty() {
+        return None;
+    }
+    let round_robin = pool[draw.ticket % pool.len()];
+    match (balance, draw.key) {
+        (Balance::HashHeader(_) | Balance::HashClientIp, Some(key)) => pool
+            .iter()
+            .copied()
+            .max_by_key(|&i| weight(key, &candidates[i].addr)),
+        (Balance::LeastRequest, _) => {
+            let a = pool[draw.random.0 % pool.len()];
+            let b = pool[draw.random.1 % pool.len()];
+            Some(if candidates[b].in_flight < candidates[a].in_flight {
+                b
+            } else {
+                a
+            })
+        }
+        _ => Some(round_robin),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: u16) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate {
+                addr: SocketAddr::from(([10, 0, 0, 1], 8000 + i)),
+                in_flight: 0,
+                ejected: false,
+                tried: false,
+            })
+            .collect()
+    }
+
+    fn draw(ticket: usize) -> Draw {
+        Draw {
+            ticket,
+            ..Draw::default()
+        }
+    }
+
+    #[test]
+    fn round_robin_cycles_and_skips_ejected_and_tried() {
+        let mut c = endpoints(3);
+        let picks: Vec<_> = (0..6)
+            .map(|t| choose(&Balance::RoundRobin, &c, draw(t)).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        c[1].ejected = true;
+        assert!((0..6).all(|t| choose(&Balance::RoundRobin, &c, draw(t)) != Some(1)));
+        c[0].ejected = true;
+        c[2].tried = true;
+        assert_eq!(choose(&Balance::RoundRobin, &c, draw(5)), Some(1));
+        c[0].tried = true;
+        c[1].tried = true;
+        assert_eq!(choose(&Balance::RoundRobin, &c, draw(0)), None);
+    }
+
+    #[test]
+    fn all_ejected_are_used_anyway() {
+        let mut c = endpoints(2);
+        c.iter_mut().for_each(|c| c.ejected = true);
+        assert!(choose(&Balance::RoundRobin, &c, draw(0)).is_some());
+    }
+
+    #[test]
+    fn least_request_takes_the_less_busy_of_two() {
+        let mut c = endpoints(2);
+        c[0].in_flight = 5;
+        let d = Draw {
+            random: (0, 1),
+            ..Draw::default()
+        };
+        assert_eq!(choose(&Balance::LeastRequest, &c, d), Some(1));
+        c[1].in_flight = 9;
+        assert_eq!(choose(&Balance::LeastRequest, &c, d), Some(0));
+    }
+
+    #[test]
+    fn hashing_sticks_and_moves_few_keys_when_an_endpoint_is_added() {
+        let policy = Balance::HashClientIp;
+        let four = endpoints(4);
+        let five = endpoints(5);
+        let mut moved = 0;
+        for key in 0..1000u64 {
+            let d = Draw {
+                key: Some(key),
+                ticket: key as usize,
+                ..Draw::default()
+            };
+            let a = choose(&policy, &four, d).unwrap();
+            assert_eq!(choose(&policy, &four, Draw { ticket: 99, ..d }), Some(a));
+            let b = choose(&policy, &five, d).unwrap();
+            if a != b {
+                assert_eq!(b, 4, "a key only moves to the new endpoint");
+                moved += 1;
+            }
+        }
+        assert!((100..=300).contains(&moved), "moved {moved} of 1000");
+    }
+
+    #[test]
+    fn hash_keys_come_from_the_header_or_the_client() {
+        let mut h = HeaderMap::new();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let by_header = Balance::HashHeader("x-user".into());
+        assert_eq!(hash_key(&by_header, &h, ip), None);
+        h.insert("x-user", "alice".parse().unwrap());
+        assert!(hash_key(&by_header, &h, ip).is_some());
+        assert_eq!(
+            hash_key(&Balance::HashClientIp, &h, ip),
+            hash_key(&Balance::HashClientIp, &HeaderMap::new(), ip)
+        );
+        assert_eq!(hash_key(&Balance::RoundRobin, &h, ip), None);
+    }
+}

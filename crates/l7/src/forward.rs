@@ -1,0 +1,224 @@
+//! Sending a routed request upstream: endpoint choice, retries on connect failure, timeouts,
+//! passive health, header rewriting, and WebSocket splicing after a 101.
+
+use crate::balance::{self, Candidate, Draw};
+use crate::body::{self, Meter, Watched};
+use crate::conn::Conn;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::proxy::Answer;
+use crate::state::Shared;
+use crate::upstream::Endpoint;
+use flatnet_l7_routes::{Route, UpstreamProtocol};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, HOST};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One request's context for forwarding.
+pub struct Exchange<'a> {
+    /// Shared state.
+    pub shared: &'a Arc<Shared>,
+    /// The client connection.
+    pub conn: &'a Arc<Conn>,
+    /// The matched route.
+    pub route: &'a Route,
+    /// The host as the client sent it.
+    pub raw_host: &'a str,
+    /// Normalised path plus the original query.
+    pub target: &'a str,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+    /// Counts the request body.
+    pub meter_in: &'a Arc<Meter>,
+}
+
+/// Methods that may be sent again (RFC 9110 section 9.2.2).
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Forwards `req` to one of the route's endpoints and returns the upstream's answer (or
+/// 502 / 504 / 408 made here).
+pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
+    let backend = &x.route.backend;
+    let options = &x.route.options;
+    let config = &x.shared.config;
+    let upgrade = headers::is_websocket_upgrade(req.headers())
+        && req.version() == Version::HTTP_11
+        && backend.protocol == UpstreamProtocol::Http1;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let retryable = idempotent(&parts.method) && incoming.is_end_stream();
+    let mut streamed = Some(
+        Watched::new(
+            incoming,
+            x.meter_in.clone(),
+            Some(config.limits.body_read_timeout),
+            None::<()>,
+        )
+        .boxed_unsync(),
+    );
+
+    let mut head = parts.headers.clone();
+    headers::strip_hop_by_hop(&mut head, upgrade);
+    let proto = if x.conn.tls { "https" } else { "http" };
+    headers::add_forwarded(&mut head, x.conn.client.ip(), proto, x.raw_host);
+    head.insert(X_REQUEST_ID, x.request_id.clone());
+    if !head.contains_key(HOST) {
+        if let Ok(h) = HeaderValue::from_str(x.raw_host) {
+            head.insert(HOST, h);
+        }
+    }
+    let version = match backend.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+
+    let client = x
+        .shared
+        .upstreams
+        .client(backend.protocol, options.connect_timeout);
+    let states: Vec<Arc<Endpoint>> = backend
+        .endpoints
+        .iter()
+        .map(|a| x.shared.upstreams.endpoint(&backend.key, *a))
+        .collect();
+    let mut tried = vec![false; states.len()];
+    let key = balance::hash_key(&options.balance, &parts.headers, x.conn.client.ip());
+    let attempts = if retryable { options.retries + 1 } else { 1 };
+    let mut last = Answer::status(StatusCode::BAD_GATEWAY, false);
+    for _ in 0..attempts {
+        let now = Instant::now();
+        let candidates: Vec<Candidate> = backend
+            .endpoints
+            .iter()
+            .zip(&states)
+            .zip(&tried)
+            .map(|((addr, state), tried)| Candidate {
+                addr: *addr,
+                in_flight: state.in_flight(),
+                ejected: state.ejected(now),
+                tried: *tried,
+            })
+            .collect();
+        let draw = Draw {
+            ticket: x.shared.upstreams.ticket(&backend.key),
+            random: (fastrand::usize(..), fastrand::usize(..)),
+            key,
+        };
+        let Some(i) = balance::choose(&options.balance, &candidates, draw) else {
+            break;
+        };
+        tried[i] = true;
+        let addr = backend.endpoints[i];
+        let endpoint = addr.to_string();
+        let Ok(uri) = format!("http://{addr}{}", x.target).parse::<Uri>() else {
+            return Answer::status(StatusCode::BAD_REQUEST, false);
+        };
+        let body = match streamed.take() {
+            Some(b) if !retryable => b,
+            _ => body::empty(),
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = version;
+        *up.headers_mut() = head.clone();
+
+        let in_flight = states[i].start();
+        let sent = Instant::now();
+        let result = tokio::time::timeout(options.request_timeout, client.request(up)).await;
+        let health = &config.health;
+        let mut answer = match result {
+            Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
+            Ok(Err(e)) if e.is_connect() => {
+                x.shared.metrics.connect_failure(&backend.key, &endpoint);
+                if states[i].record(true, Instant::now(), health) {
+                    x.shared.metrics.ejection(&backend.key, &endpoint);
+                }
+                tracing::debug!("{}: connect to {addr} failed: {e:?}", backend.key);
+                last.upstream = Some(addr);
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("{}: request to {addr} failed: {e:?}", backend.key);
+                if x.meter_in
+                    .timed_out
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    Answer::status(StatusCode::REQUEST_TIMEOUT, true)
+                } else {
+                    Answer::status(StatusCode::BAD_GATEWAY, false)
+                }
+            }
+            Ok(Ok(mut resp)) => {
+                let took = sent.elapsed();
+                let status = resp.status();
+                if states[i].record(status.is_server_error(), Instant::now(), health) {
+                    x.shared.metrics.ejection(&backend.key, &endpoint);
+                }
+                x.shared
+                    .metrics
+                    .upstream(&backend.key, &endpoint, status.as_u16(), took);
+                let upgrading = status == StatusCode::SWITCHING_PROTOCOLS;
+                if let (true, Some(client_side)) = (upgrading, client_upgrade) {
+                    x.conn.set_upgraded();
+                    splice(client_side, hyper::upgrade::on(&mut resp));
+                }
+                headers::strip_hop_by_hop(resp.headers_mut(), upgrading && upgrade);
+                let mut answer = Answer::status(status, false);
+                answer.response = upstream_response(resp);
+                answer.upstream_took = Some(took);
+                answer.in_flight = Some(in_flight);
+                answer
+            }
+        };
+        answer.upstream = Some(addr);
+        return answer;
+    }
+    last
+}
+
+fn upstream_response(resp: Response<Incoming>) -> Response<body::ProxyBody> {
+    let (mut parts, incoming) = resp.into_parts();
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync())
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections.
+fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!("upgraded connection ended: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("upgrade failed: {e}"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_methods() {
+        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert!(idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT"] {
+            assert!(!idempotent(&m.parse().unwrap()), "{m}");
+        }
+    }
+}

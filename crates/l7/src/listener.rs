@@ -1,0 +1,105 @@
+//! Listening sockets and client connections: plain (HTTP/1.1 and h2c prior knowledge) and
+//! TLS, both served by hyper-util's auto builder with the configured limits.
+
+use crate::config::Limits;
+use crate::conn::{Conn, Scanned};
+use crate::proxy;
+use crate::state::Shared;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+/// Smallest read buffer hyper accepts.
+const MIN_BUF: usize = 8192;
+
+/// Binds a listening socket; `[::]` also takes IPv4.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+    sock.listen(1024)?;
+    Ok(TcpListener::from_std(sock.into())?)
+}
+
+/// The connection builder with the client limits.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
+        .max_headers(limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+/// The next accepted connection; errors (e.g. out of file descriptors) are logged and
+/// waited out.
+pub async fn next(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!("accept on {:?}: {e}", listener.local_addr().ok());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections until the process ends; `tls` makes them TLS.
+pub async fn accept(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    let builder = Arc::new(builder(&shared.config.limits));
+    loop {
+        let (stream, client) = next(&listener).await;
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve(stream, client, false, shared, &builder).await,
+                Some(acceptor) => {
+                    let timeout = shared.config.limits.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve(stream, client, true, shared, &builder).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {client}: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve<IO>(
+    io: IO,
+    client: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Conn::new(client, tls);
+    let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
+    let io = TokioIo::new(Scanned::new(io, conn.clone(), limit));
+    let service =
+        hyper::service::service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!("connection from {client}: {e}");
+    }
+}

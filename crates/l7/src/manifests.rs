@@ -1,0 +1,243 @@
+//! A standalone source of route tables: multi-document Kubernetes YAML in a file or a folder
+//! (Ingress, IngressClass, Service, EndpointSlice, Secret; other kinds are skipped), and a
+//! watcher that rebuilds the table when a file changes.
+
+use anyhow::{anyhow, Context};
+use flatnet_l7_routes::{Inputs, Table};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// How often [`watch`] looks at the files.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// The objects a route table is built from.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Ingresses.
+    pub ingresses: Vec<Ingress>,
+    /// IngressClasses.
+    pub classes: Vec<IngressClass>,
+    /// Services.
+    pub services: Vec<Service>,
+    /// EndpointSlices.
+    pub slices: Vec<EndpointSlice>,
+    /// Secrets.
+    pub secrets: Vec<Secret>,
+}
+
+fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string() {
+        p if p == "." => e.inner().to_string(),
+        p => format!("{p}: {}", e.inner()),
+    })
+}
+
+impl Objects {
+    /// Adds the objects of a multi-document YAML text; `origin` names it in errors, which
+    /// also name the document, the object and the field.
+    pub fn parse(&mut self, text: &str, origin: &str) -> anyhow::Result<()> {
+        for (n, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            let at = format!("{origin}: document {}", n + 1);
+            let value = serde_yaml_ng::Value::deserialize(document).with_context(|| at.clone())?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let meta = |field: &str| {
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get(field))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let name = match meta("namespace") {
+                ns if ns.is_empty() => meta("name"),
+                ns => format!("{ns}/{}", meta("name")),
+            };
+            let object = format!("{at} ({kind} {name})");
+            let result = match kind.as_str() {
+                "Ingress" => typed(value).map(|o| self.ingresses.push(o)),
+                "IngressClass" => typed(value).map(|o| self.classes.push(o)),
+                "Service" => typed(value).map(|o| self.services.push(o)),
+                "EndpointSlice" => typed(value).map(|o| self.slices.push(o)),
+                "Secret" => typed(value).map(|o| self.secrets.push(o)),
+                _ => Ok(()),
+            };
+            result.map_err(|e| anyhow!("{object}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a file, or every `.yaml`, `.yml` and `.json` file under a folder (sorted).
+    pub fn load(path: &Path) -> anyhow::Result<Objects> {
+        let mut objects = Objects::default();
+        for file in files(path)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            objects.parse(&text, &file.display().to_string())?;
+        }
+        Ok(objects)
+    }
+
+    /// The objects as the table builder takes them.
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            ingresses: &self.ingresses,
+            classes: &self.classes,
+            services: &self.services,
+            slices: &self.slices,
+            secrets: &self.secrets,
+        }
+    }
+
+    /// The route table of these objects.
+    pub fn table(&self) -> Table {
+        Table::build(&self.inputs())
+    }
+}
+
+/// The manifest files of `path`: itself if a file, else the YAML and JSON files under it.
+pub fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    let mut folders = vec![path.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in
+            std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?
+        {
+            let p = entry?.path();
+            let manifest = matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            );
+            if p.is_dir() {
+                folders.push(p);
+            } else if manifest {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// What a change of the files is detected by: their names, sizes and modification times.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let files = files(path).ok()?;
+    Some(
+        files
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok();
+                let len = meta.as_ref().map_or(0, |m| m.len());
+                let modified = meta.and_then(|m| m.modified().ok());
+                (f, len, modified)
+            })
+            .collect(),
+    )
+}
+
+/// Loads `path` (an error if it does not load) and keeps polling it every [`POLL`]: each
+/// change that loads sends a new table; one that does not is logged and the last table kept.
+/// The poller ends when every receiver is dropped.
+pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
+    let mut last = fingerprint(&path);
+    let objects = Objects::load(&path)?;
+    let (tx, rx) = watch::channel(Arc::new(objects.table()));
+    tokio::spawn(async move {
+        while !tx.is_closed() {
+            tokio::time::sleep(POLL).await;
+            let now = fingerprint(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match Objects::load(&path) {
+                Ok(objects) => {
+                    let table = objects.table();
+                    for w in table.warnings() {
+                        tracing::warn!("{w}");
+                    }
+                    let _ = tx.send(Arc::new(table));
+                }
+                Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
+            }
+        }
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: skipped}
+---
+";
+
+    #[test]
+    fn parses_by_kind_and_skips_others() {
+        let mut o = Objects::default();
+        o.parse(GOOD, "a.yaml").unwrap();
+        assert_eq!(o.services.len(), 1);
+        assert_eq!(o.ingresses.len(), 0);
+    }
+
+    #[test]
+    fn errors_name_file_document_object_and_field() {
+        let bad = "kind: Service\nmetadata: {name: web, namespace: x}\nspec:\n  ports: [{port: eighty}]\n";
+        let mut o = Objects::default();
+        let e = o
+            .parse(&format!("{GOOD}{bad}"), "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.yaml: document 3 (Service x/web): spec.ports[0].port:"),
+            "{e}"
+        );
+        let e = o.parse("a: [", "n.yaml").unwrap_err();
+        assert!(format!("{e:#}").starts_with("n.yaml: document 1"), "{e:#}");
+    }
+
+    #[test]
+    fn folders_are_read_recursively_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b.yml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
+        let names: Vec<_> = files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a.yaml", "sub/b.yml"]);
+        assert_eq!(Objects::load(dir.path()).unwrap().services.len(), 2);
+    }
+}

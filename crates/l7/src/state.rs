@@ -1,0 +1,69 @@
+//! What every connection shares: settings, the current route table and certificates
+//! (swapped atomically), upstream state and metrics.
+
+use crate::config::ProxyConfig;
+use crate::metrics::Metrics;
+use crate::tls::CertStore;
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use flatnet_l7_routes::Table;
+use rustls::sign::CertifiedKey;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The proxy's shared state.
+pub struct Shared {
+    /// Settings.
+    pub config: ProxyConfig,
+    /// The route table requests are matched against.
+    pub table: ArcSwap<Table>,
+    /// Certificates for TLS handshakes.
+    pub certs: Arc<ArcSwap<CertStore>>,
+    /// Served when no certificate fits.
+    default_cert: Arc<CertifiedKey>,
+    /// Upstream state and clients.
+    pub upstreams: Upstreams,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// State serving `table`.
+    pub fn new(config: ProxyConfig, table: Arc<Table>, default_cert: Arc<CertifiedKey>) -> Shared {
+        let (store, warnings) = CertStore::build(table.certificates(), default_cert.clone());
+        log_warnings(&warnings);
+        Shared {
+            upstreams: Upstreams::new(config.upstream_idle_timeout),
+            config,
+            table: ArcSwap::new(table),
+            certs: Arc::new(ArcSwap::from_pointee(store)),
+            default_cert,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Serves `table` from now on: certificates first, then routes; requests in flight keep
+    /// the table they started with. State of endpoints no longer in any route is dropped.
+    pub fn install(&self, table: Arc<Table>) {
+        let (store, warnings) = CertStore::build(table.certificates(), self.default_cert.clone());
+        log_warnings(&warnings);
+        log_warnings(table.warnings());
+        self.certs.store(Arc::new(store));
+        let keep: HashSet<_> = table
+            .routes()
+            .into_iter()
+            .flat_map(|r| {
+                let key = r.backend.key.clone();
+                r.backend.endpoints.iter().map(move |a| (key.clone(), *a))
+            })
+            .collect();
+        self.table.store(table);
+        self.upstreams.retain(&keep);
+    }
+}
+
+fn log_warnings(warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+}
