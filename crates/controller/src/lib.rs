@@ -12,7 +12,7 @@ use flatnet_model::validate::{Invalid, Invalids};
 use flatnet_model::{ClusterConfig, NodeState};
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use k8s_openapi::api::networking::v1::{
-    IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+    Ingress, IngressClass, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ByteString, Metadata};
@@ -75,19 +75,21 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
     let mut next = state.clone();
     let mut problems = Vec::new();
+    // Cluster-scoped objects first: namespaced ones may refer to them.
     for o in &m.objects {
-        if let Object::Namespace(ns) = &o.value {
-            let n = ns.metadata.name.clone().unwrap_or_default();
-            if !next.namespaces.contains(&n) {
-                next.namespaces.push(n);
+        match &o.value {
+            Object::Namespace(ns) => {
+                let n = ns.metadata.name.clone().unwrap_or_default();
+                if !next.namespaces.contains(&n) {
+                    next.namespaces.push(n);
+                }
             }
+            Object::IngressClass(c) => upsert(&mut next.ingress_classes, c.as_ref().clone()),
+            _ => {}
         }
     }
     for o in &m.objects {
         if o.value.cluster_scoped() {
-            if let Object::IngressClass(c) = &o.value {
-                upsert(&mut next.ingress_classes, c.as_ref().clone());
-            }
             continue;
         }
         let (ns, name) = name_of(o.value.meta().1);
@@ -135,6 +137,7 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
                 let mut i = i.as_ref().clone();
                 i.metadata.namespace = Some(ns.clone());
                 i.status = None;
+                default_class(&mut i, &next.ingress_classes);
                 upsert(&mut next.ingresses, i);
             }
             Object::Secret(sec) => {
@@ -213,6 +216,30 @@ fn upsert<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, object: T) {
 fn remove<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, meta: &ObjectMeta) {
     let key = name_of(meta);
     list.retain(|x| name_of(x.metadata()) != key);
+}
+
+/// Gives an Ingress without a class the default IngressClass, as the API server's
+/// DefaultIngressClass admission plugin does (the legacy annotation counts as a class).
+fn default_class(ingress: &mut Ingress, classes: &[IngressClass]) {
+    let legacy = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(flatnet_l7_routes::LEGACY_CLASS_ANNOTATION));
+    let spec = ingress.spec.get_or_insert_with(Default::default);
+    if spec.ingress_class_name.is_some() || legacy {
+        return;
+    }
+    spec.ingress_class_name = classes
+        .iter()
+        .find(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(flatnet_l7_routes::DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true")
+        })
+        .and_then(|c| c.metadata.name.clone());
 }
 
 /// Moves a Secret's `stringData` into `data`, as the API server does on write.
@@ -713,6 +740,19 @@ stringData: {tls.crt: "-----BEGIN CERTIFICATE-----", tls.key: "-----BEGIN PRIVAT
 
         assert_eq!(address(&s, "mine"), Some(lb[0].to_string()));
         assert_eq!(address(&s, "theirs"), None);
+        let class = |name: &str| {
+            let ing = s
+                .ingresses
+                .iter()
+                .find(|i| i.metadata.name.as_deref() == Some(name));
+            ing.and_then(|i| i.spec.clone()?.ingress_class_name)
+        };
+        assert_eq!(
+            class("mine").as_deref(),
+            Some("flatnet"),
+            "the default class"
+        );
+        assert_eq!(class("theirs").as_deref(), Some("other"));
         let secret = &s.secrets[0];
         assert!(secret.string_data.is_none());
         assert_eq!(

@@ -192,6 +192,15 @@ enum Cmd {
         #[arg(long, default_value = "disabled")]
         pods: PodsFlag,
     },
+    /// The L7 proxy and Ingress controller: with `--manifests`, standalone on those files;
+    /// otherwise for lab cluster `--cluster` (as the `flatnet-ingress` pods run it).
+    L7 {
+        /// Cluster name (when no `--manifests` is given).
+        #[arg(long, env = "FLATNET_CLUSTER")]
+        cluster: Option<String>,
+        #[command(flatten)]
+        args: flatnet_l7::cli::Args,
+    },
     /// The pod workload server (started by agents inside pods).
     Workload {
         /// `namespace/name` of the pod.
@@ -485,6 +494,23 @@ fn run(cmd: Cmd) -> Result<i32> {
                 PodsFlag::Verified => flatnet_dns::PodsMode::Verified,
             };
             flatnet_dnsd::run(dir, &domain, listen, upstream, pods)?;
+            Ok(0)
+        }
+        Cmd::L7 { cluster, args } => {
+            match (&args.manifests, cluster) {
+                (Some(m), _) => flatnet_l7::cli::run(m.clone(), &args)?,
+                (None, Some(cluster)) => {
+                    let mut config = args.config();
+                    if matches!(config.access_log, flatnet_l7::AccessLog::Stdout) {
+                        // The agent reads only the `ready` line from a pod's stdout; its
+                        // stderr is the pod's log.
+                        config.access_log =
+                            flatnet_l7::AccessLog::Sink(std::sync::Arc::new(|l| eprintln!("{l}")));
+                    }
+                    flatnet_l7d::run(ClusterDir::new(&cluster), config)?
+                }
+                (None, None) => bail!("flatnet l7 needs --manifests PATH or --cluster NAME"),
+            }
             Ok(0)
         }
         Cmd::Workload { pod, node, ports } => {

@@ -47,7 +47,11 @@ fn three_nodes_pass_check(backend: &str, tag: &str) {
         .filter(|p| p["metadata"]["namespace"] == "x")
         .collect();
     assert_eq!(pods.len(), 5);
-    assert_eq!(c.pods().len(), 7, "and the two cluster DNS pods");
+    assert_eq!(
+        c.pods().len(),
+        9,
+        "and the two cluster DNS pods and the two Ingress controller pods"
+    );
     let nodes: std::collections::BTreeSet<&str> = pods
         .iter()
         .map(|p| p["spec"]["nodeName"].as_str().unwrap())

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cluster_doc, Cluster};
+use common::{cluster_doc, probe, served, Cluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -80,22 +80,6 @@ spec:
   selector: {app: nobody}
   ports: [{name: t, port: 80}, {name: u, port: 81, protocol: UDP}]
 "#;
-
-fn probe(c: &Cluster, from: &str, to: &str, port: u16, extra: &[&str]) -> Value {
-    let port = port.to_string();
-    let mut args = vec![
-        "probe", "--from", from, "--to", to, "--port", &port, "-o", "json",
-    ];
-    args.extend(extra);
-    let out = c.run(&args);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("probe printed {}", String::from_utf8_lossy(&out.stderr)))
-}
-
-fn served(v: &Value) -> String {
-    assert_eq!(v["result"], "connected", "{v}");
-    v["server"]["pod"].as_str().unwrap().to_string()
-}
 
 fn service_in(c: &Cluster, ns: &str, name: &str) -> Value {
     let v: Value =

@@ -34,9 +34,10 @@ pub enum Toggle {
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// Kubernetes manifests (a file or a folder of YAML): Ingress, IngressClass, Service,
-    /// EndpointSlice, Secret; reloaded when they change.
+    /// EndpointSlice, Secret; reloaded when they change. Without it, the command line serves
+    /// a lab cluster's Ingresses instead.
     #[arg(long, short = 'f', value_name = "PATH")]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
     /// Plain HTTP listener (HTTP/1.1 and h2c), or off; `[::]` takes IPv4 too.
     #[arg(long, value_name = "ADDR|off", default_value = "[::]:80")]
     pub http: Listen,
@@ -71,10 +72,13 @@ impl Args {
     }
 }
 
-/// Loads and watches the manifests and serves until the process ends.
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tables = manifests::watch(args.manifests.clone())?;
-    crate::serve(args.config(), tables).await
+/// Loads and watches `manifests` and serves with `args`' settings until the process ends
+/// (blocking; builds its own runtime).
+pub fn run(manifests: PathBuf, args: &Args) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let tables = manifests::watch(manifests)?;
+        crate::serve(args.config(), tables).await
+    })
 }
 
 #[cfg(test)]

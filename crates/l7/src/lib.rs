@@ -112,8 +112,3 @@ impl Proxy {
 pub async fn serve(config: ProxyConfig, tables: watch::Receiver<Arc<Table>>) -> anyhow::Result<()> {
     Proxy::bind(config).await?.run(tables).await
 }
-
-/// Binds the listeners of `config` ([`Proxy::bind`]); [`Proxy::run`] then serves.
-pub async fn bind(config: ProxyConfig) -> anyhow::Result<Proxy> {
-    Proxy::bind(config).await
-}

@@ -51,7 +51,14 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 pub async fn next(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            // A dual-stack socket reports IPv4 clients as IPv4-mapped IPv6; log and forward
+            // them as plain IPv4.
+            Ok((stream, peer)) => {
+                return (
+                    stream,
+                    SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                )
+            }
             Err(e) => {
                 tracing::warn!("accept on {:?}: {e}", listener.local_addr().ok());
                 tokio::time::sleep(Duration::from_millis(50)).await;

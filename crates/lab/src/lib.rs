@@ -22,12 +22,16 @@ use std::time::{Duration, Instant};
 /// The demo applied by `flatnet up` without `-f`.
 pub const DEMO: &str = include_str!("demo.yaml");
 
-/// Add-ons installed by `up` (the cluster DNS), with `CLUSTER_DNS_IPS` and
-/// `UPSTREAM_RESOLVER` to fill in.
-const ADDONS: &str = include_str!("addons.yaml");
+/// The cluster DNS add-on, with `CLUSTER_DNS_IPS` and `UPSTREAM_RESOLVER` to fill in.
+const DNS_ADDON: &str = include_str!("addons-dns.yaml");
 
-/// The add-on objects for `config`: the `flatnet-dns` Deployment and the `kube-dns` Service
-/// at the tenth address of each service range.
+/// The Ingress controller add-on.
+const INGRESS_ADDON: &str = include_str!("addons-ingress.yaml");
+
+/// The add-on objects `config` asks for: the cluster DNS (the `flatnet-dns` Deployment and
+/// the `kube-dns` Service at the tenth address of each service range) and the Ingress
+/// controller (the `flatnet-ingress` Deployment, its LoadBalancer Service and the default
+/// IngressClass `flatnet`).
 pub fn addons(config: &flatnet_model::ClusterConfig) -> Result<Manifests> {
     let ips: Vec<String> = config
         .service_cidrs
@@ -38,13 +42,17 @@ pub fn addons(config: &flatnet_model::ClusterConfig) -> Result<Manifests> {
         "{}:53",
         flatnet_model::state::external_ip(&config.node_cidr)
     );
-    let text = ADDONS
-        .replace("CLUSTER_DNS_IPS", &ips.join(", "))
-        .replace("UPSTREAM_RESOLVER", &upstream);
-    Ok(flatnet_model::manifest::parse_documents(&[(
-        "<add-ons>".to_string(),
-        text,
-    )])?)
+    let mut docs = Vec::new();
+    if config.dns {
+        let text = DNS_ADDON
+            .replace("CLUSTER_DNS_IPS", &ips.join(", "))
+            .replace("UPSTREAM_RESOLVER", &upstream);
+        docs.push(("<add-on dns>".to_string(), text));
+    }
+    if config.ingress {
+        docs.push(("<add-on ingress>".to_string(), INGRESS_ADDON.to_string()));
+    }
+    Ok(flatnet_model::manifest::parse_documents(&docs)?)
 }
 
 /// Where the binaries the lab runs are.
@@ -184,10 +192,8 @@ pub fn up(
         );
     }
     let mut state = flatnet_controller::new_state(config);
-    if state.config.dns {
-        let addons = addons(&state.config)?;
-        flatnet_controller::apply(&mut state, &addons)?;
-    }
+    let addons = addons(&state.config)?;
+    flatnet_controller::apply(&mut state, &addons)?;
     flatnet_controller::apply(&mut state, m)?;
     progress(&format!(
         "cluster {}: {} nodes, {} pods, backend {}, pods {}",

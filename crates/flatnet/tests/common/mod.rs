@@ -100,3 +100,21 @@ impl Drop for Cluster {
 pub fn cluster_doc(name: &str, spec: &str) -> String {
     format!("apiVersion: flatnet.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {spec}\n---\n")
 }
+
+/// One `flatnet probe ... -o json` from `from` to `to`:`port` with `extra` flags.
+pub fn probe(c: &Cluster, from: &str, to: &str, port: u16, extra: &[&str]) -> Value {
+    let port = port.to_string();
+    let mut args = vec![
+        "probe", "--from", from, "--to", to, "--port", &port, "-o", "json",
+    ];
+    args.extend(extra);
+    let out = c.run(&args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("probe printed {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The pod that answered a probe (which must have connected).
+pub fn served(v: &Value) -> String {
+    assert_eq!(v["result"], "connected", "{v}");
+    v["server"]["pod"].as_str().unwrap().to_string()
+}

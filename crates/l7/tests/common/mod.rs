@@ -341,7 +341,7 @@ pub async fn proxy_with(mut config: ProxyConfig, table: Arc<Table>) -> Running {
     config.access_log = flatnet_l7::AccessLog::Sink(Arc::new(move |line: &str| {
         sink.lock().unwrap().push(line.to_string())
     }));
-    let proxy = flatnet_l7::bind(config).await.unwrap();
+    let proxy = flatnet_l7::Proxy::bind(config).await.unwrap();
     let (tx, rx) = watch::channel(table);
     let running = Running {
         http: proxy.http_addr().unwrap(),
