@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressClass, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{ByteString, Metadata};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -138,6 +138,16 @@ pub fn apply(state: &mut State, m: &Manifests) -> Result<(), Invalids> {
                 i.metadata.namespace = Some(ns.clone());
                 i.status = None;
                 default_class(&mut i, &next.ingress_classes);
+                // Created once, as the API server stamps it: the route table's conflict
+                // order is oldest first.
+                let key = (ns.clone(), name.clone());
+                i.metadata.creation_timestamp = next
+                    .ingresses
+                    .iter()
+                    .find(|x| name_of(&x.metadata) == key)
+                    .and_then(|x| x.metadata.creation_timestamp.clone())
+                    .or(i.metadata.creation_timestamp)
+                    .or_else(now);
                 upsert(&mut next.ingresses, i);
             }
             Object::Secret(sec) => {
@@ -216,6 +226,17 @@ fn upsert<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, object: T) {
 fn remove<T: Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, meta: &ObjectMeta) {
     let key = name_of(meta);
     list.retain(|x| name_of(x.metadata()) != key);
+}
+
+/// The current time, to the second, as the API server stamps `creationTimestamp`.
+fn now() -> Option<Time> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).ok()?)
+        .ok()
+        .map(Time)
 }
 
 /// Gives an Ingress without a class the default IngressClass, as the API server's
@@ -753,6 +774,19 @@ stringData: {tls.crt: "-----BEGIN CERTIFICATE-----", tls.key: "-----BEGIN PRIVAT
             "the default class"
         );
         assert_eq!(class("theirs").as_deref(), Some("other"));
+        let created = |s: &State| s.ingresses[0].metadata.creation_timestamp.clone();
+        let first = created(&s).expect("stamped when created");
+        let again = manifests("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: mine, creationTimestamp: \"2000-01-01T00:00:00Z\"}\nspec: {defaultBackend: {service: {name: web, port: {number: 80}}}}\n");
+        apply(&mut s, &again).unwrap();
+        let mine = s
+            .ingresses
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some("mine"));
+        assert_eq!(
+            mine.unwrap().metadata.creation_timestamp,
+            Some(first),
+            "kept on re-apply"
+        );
         let secret = &s.secrets[0];
         assert!(secret.string_data.is_none());
         assert_eq!(
