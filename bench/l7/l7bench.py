@@ -617,7 +617,9 @@ def report(args):
     except (KeyError, ValueError, TypeError):
         pass
     out.append(f"| RSS at 10,000 hosts < 100 MB (95.4 MiB) | {extra.get('rss_flatnet10k_idle', 'n/a')}"
-               f" MiB loaded, {rss or 'n/a'} MiB after | {yn(rss_ok)} |")
+               f" MiB loaded, {rss or 'n/a'} MiB after the runs, "
+               f"{extra.get('rss_flatnet10k_end', 'n/a')} MiB after {extra.get('flips', '?')} route "
+               f"changes | {yn(rss_ok)} |")
     out.append("")
     print("\n".join(out))
 

@@ -166,12 +166,17 @@ START_NGL_MS=$(($(now_ms) - T0))
 
 FL_PID=""; FLL_PID=""
 if [ $HAVE_FLATNET = 1 ]; then
-  fl_args=(--manifests "$TMP/flatnet10/manifests" --http "127.0.0.1:$FL_HTTP")
+  # Every listener explicit (the defaults are [::]:80, [::]:443 and 127.0.0.1:10254); no
+  # access log, as for nginx and HAProxy.
+  common=()
+  grep -q -- '--access-log' <<<"$FL_HELP" && common+=(--access-log off)
+  fl_args=(--manifests "$TMP/flatnet10/manifests" --http "127.0.0.1:$FL_HTTP" "${common[@]}")
   grep -q -- '--https' <<<"$FL_HELP" && fl_args+=(--https "127.0.0.1:$FL_TLS")
   grep -q -- '--admin' <<<"$FL_HELP" && fl_args+=(--admin "127.0.0.1:$FL_ADMIN")
   "${PIN_PROXY[@]}" "$FLATNET" l7 "${fl_args[@]}" >"$TMP/flatnet10/out.log" 2>&1 &
   PIDS+=($!); FL_PID=$!
-  fll_args=(--manifests "$TMP/flatnet10k/manifests" --http "127.0.0.1:$FLL_HTTP")
+  fll_args=(--manifests "$TMP/flatnet10k/manifests" --http "127.0.0.1:$FLL_HTTP" "${common[@]}")
+  grep -q -- '--https' <<<"$FL_HELP" && fll_args+=(--https off)
   grep -q -- '--admin' <<<"$FL_HELP" && fll_args+=(--admin "127.0.0.1:$FLL_ADMIN")
   T0=$(now_ms)
   "${PIN_PROXY[@]}" "$FLATNET" l7 "${fll_args[@]}" >"$TMP/flatnet10k/out.log" 2>&1 &
@@ -261,6 +266,7 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
 EXTRA=$TMP/extra
 : >"$EXTRA"
 echo "h2mode $H2_MODE" >>"$EXTRA"
+echo "flips $FLIPS" >>"$EXTRA"
 echo "start_nginx10k_ms $START_NGL_MS" >>"$EXTRA"
 echo "rss_nginx10k_idle $(mib "$(pss_kib $NGL_PID)")" >>"$EXTRA"
 if [ $HAVE_FLATNET = 1 ]; then
@@ -366,7 +372,7 @@ DIRTY=$(git status --porcelain 2>/dev/null | grep -v '^??' | head -1 || true)
   echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); load average before $LOAD0, after the throughput runs $LOAD1"
   echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v 2>&1 | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'), h2load $(h2load --version | awk '{print $2}')"
   echo "- $REPS rounds x $DURATION s per target, round robin (order rotated each round), after a 2 s warm-up each; medians of the rounds; $CONNS connections, keep-alive; request GET $REQ_PATH with Host $SMALL_HOST (10 hosts) or $LARGE_HOST (10,000 hosts)"
-  echo "- workers: nginx worker_processes $PROXY_WORKERS, HAProxy nbthread $PROXY_WORKERS, flatnet its default runtime; backend nginx worker_processes $BACKEND_WORKERS; CPU pinning: proxies ${L7_PROXY_CPUS:-none}, backend ${L7_BACKEND_CPUS:-none}, load generator ${L7_LOAD_CPUS:-none}"
+  echo "- workers: nginx worker_processes $PROXY_WORKERS, HAProxy nbthread $PROXY_WORKERS, flatnet its default runtime (one worker thread per core), access log off for all three; backend nginx worker_processes $BACKEND_WORKERS; CPU pinning: proxies ${L7_PROXY_CPUS:-none}, backend ${L7_BACKEND_CPUS:-none}, load generator ${L7_LOAD_CPUS:-none}"
   echo
   python3 bench/l7/l7bench.py report "$RESULTS" --extra "$EXTRA"
 } >"$TMP/report.md"
