@@ -481,15 +481,20 @@ def med(values):
 
 
 def report(args):
-    # RESULTS lines: "<proto> <target> <rep> <rps> <p50> <p99> <errors>"
+    # RESULTS lines: "<proto> <target> <rep> <rps> <p50> <p99> <errors> <cpu s> <duration s>"
+    # (the server's CPU seconds during the run: the proxy's, or the backend's for direct)
     runs = {}
     for line in open(args.results):
         s = line.split()
-        if len(s) != 7:
+        if len(s) != 9:
             continue
-        proto, target, _, rps, p50, p99, err = s
+        proto, target, _, rps, p50, p99, err, cpu, dur = s
         conv = lambda x: None if x == "n/a" else float(x)
-        runs.setdefault((proto, target), []).append((conv(rps), conv(p50), conv(p99), int(err)))
+        per_cpu = None
+        if conv(rps) and float(cpu) > 0:
+            per_cpu = conv(rps) * float(dur) / float(cpu)
+        runs.setdefault((proto, target), []).append((conv(rps), conv(p50), conv(p99), int(err),
+                                                     per_cpu, float(cpu) / float(dur)))
     extra = {}
     if args.extra:
         for line in open(args.extra):
@@ -513,11 +518,13 @@ def report(args):
         out.append(f"### {title}")
         out.append("")
         out.append("| target | req/s median | p50 ms | p99 ms | req/s of each run | errors | "
-                   "vs nginx (req/s) | vs direct (req/s) |")
-        out.append("|---|---:|---:|---:|---|---:|---:|---:|")
+                   "vs nginx (req/s) | vs direct (req/s) | server cores busy | "
+                   "req per server CPU-s | vs nginx (per CPU-s) |")
+        out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
         for k in keys:
             r = runs[(proto, k)]
-            m = (med([x[0] for x in r]), med([x[1] for x in r]), med([x[2] for x in r]))
+            m = (med([x[0] for x in r]), med([x[1] for x in r]), med([x[2] for x in r]),
+                 med([x[4] for x in r]), med([x[5] for x in r]))
             meds[(proto, k)] = m
         for k in keys:
             m = meds[(proto, k)]
@@ -527,9 +534,15 @@ def report(args):
             vs_n = f"{m[0] / ng:.2f}x" if m[0] and ng else "n/a"
             vs_d = f"{m[0] / dr:.2f}x" if m[0] and dr else "n/a"
             each = " ".join(fmt(x[0], 0) for x in r)
+            ngc = meds.get((proto, "nginx"), (None,) * 5)[3]
+            vs_nc = f"{m[3] / ngc:.2f}x" if m[3] and ngc else "n/a"
             out.append(f"| {labels[k]} | {fmt(m[0], 0)} | {fmt(m[1])} | {fmt(m[2])} | {each} | "
-                       f"{sum(x[3] for x in r)} | {vs_n} | {vs_d} |")
+                       f"{sum(x[3] for x in r)} | {vs_n} | {vs_d} | {fmt(m[4])} | {fmt(m[3], 0)} | "
+                       f"{vs_nc} |")
         out.append("")
+    out.append("(server cores busy: the CPU seconds of the proxy, or of the backend for direct, per"
+               " second of the run; req per server CPU-s: requests / those CPU seconds.)")
+    out.append("")
 
     # Route changes and memory.
     def stat(prefix):
@@ -561,6 +574,8 @@ def report(args):
                        ("rss_flatnet10k_idle", "flatnet, 10,000 hosts, VmRSS loaded, before the runs (MiB)"),
                        ("rss_flatnet10k_after", "flatnet, 10,000 hosts, VmRSS after the runs (MiB)"),
                        ("rss_flatnet10k_end", "flatnet, 10,000 hosts, VmRSS after the route changes (MiB)"),
+                       ("rss_flatnet10k_soak", "flatnet, 10,000 hosts, VmRSS after all route changes (MiB; count below)"),
+                       ("mem_flips", "route changes flatnet made at 10,000 hosts in all"),
                        ("rss_nginx10_after", "nginx, 10 hosts, master + workers, sum of Pss, after the runs (MiB)"),
                        ("rss_nginx10k_idle", "nginx, 10,000 hosts, master + workers, sum of Pss, loaded (MiB)"),
                        ("rss_nginx10k_after", "nginx, 10,000 hosts, master + workers, sum of Pss, after the runs (MiB)"),
@@ -589,6 +604,9 @@ def report(args):
         out.append(f"| {proto}: req/s >= 1.2x nginx | {r:.2f}x ({f[0]:.0f} vs {n[0]:.0f}) | "
                    f"{yn(r >= 1.2)} |")
         out.append(f"| {proto}: p99 <= nginx's | {f[2]:.2f} vs {n[2]:.2f} ms | {yn(f[2] <= n[2])} |")
+        if f[3] and n[3]:
+            out.append(f"| {proto}: (diagnostic) requests per proxy CPU-second vs nginx | "
+                       f"{f[3] / n[3]:.2f}x ({f[3]:.0f} vs {n[3]:.0f}) | - |")
         rd = f[0] / d[0]
         out.append(f"| {proto}: req/s >= 0.5x direct | {rd:.2f}x ({f[0]:.0f} vs {d[0]:.0f}) | "
                    f"{yn(rd >= 0.5)} |")
@@ -612,14 +630,16 @@ def report(args):
     rss_ok = None
     try:
         vals = [float(extra[k]) for k in ("rss_flatnet10k_idle", "rss_flatnet10k_after",
-                                          "rss_flatnet10k_end") if k in extra]
+                                          "rss_flatnet10k_end", "rss_flatnet10k_soak")
+                if k in extra]
         rss_ok = max(vals) < 100 * 1e6 / 1048576
     except (KeyError, ValueError, TypeError):
         pass
     out.append(f"| RSS at 10,000 hosts < 100 MB (95.4 MiB) | {extra.get('rss_flatnet10k_idle', 'n/a')}"
                f" MiB loaded, {rss or 'n/a'} MiB after the runs, "
                f"{extra.get('rss_flatnet10k_end', 'n/a')} MiB after {extra.get('flips', '?')} route "
-               f"changes | {yn(rss_ok)} |")
+               f"changes, {extra.get('rss_flatnet10k_soak', 'n/a')} MiB after "
+               f"{extra.get('mem_flips', '?')} | {yn(rss_ok)} |")
     out.append("")
     print("\n".join(out))
 

@@ -13,12 +13,14 @@
 # Usage:   bash bench/l7/run.sh
 # Env:     DURATION=10 REPS=3 CONNS=64 HOSTS_LARGE=10000 OUT=bench/l7/results.md
 #          FLATNET=path/to/flatnet (default: cargo build --release -p flatnet, then
-#          target/release/flatnet); SKIP_FLATNET=1 measures only the others;
+#          target/release/flatnet); FLATNET_COMMIT=abc1234 names the commit it was built
+#          from in the report (default: this tree's HEAD); SKIP_FLATNET=1 measures only the others;
 #          H2_MODE=auto|h2c|tls (auto: h2c prior knowledge if flatnet answers it, else TLS);
 #          L7_PROXY_CPUS / L7_BACKEND_CPUS / L7_LOAD_CPUS: taskset CPU lists (default: none,
 #          every process may use both cores); PROXY_WORKERS=2 (nginx worker_processes,
 #          HAProxy nbthread; flatnet runs its default runtime, one worker per core);
-#          L7_PORT_BASE=28100.
+#          L7_PORT_BASE=28100; FLIPS=6 timed route changes per proxy and size, then
+#          MEM_FLIPS=24 more on flatnet at 10,000 hosts for its memory after many changes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -35,6 +37,7 @@ BACKEND_WORKERS=${BACKEND_WORKERS:-2}
 SKIP_FLATNET=${SKIP_FLATNET:-0}
 BASE=${L7_PORT_BASE:-28100}
 FLIPS=${FLIPS:-6}
+MEM_FLIPS=${MEM_FLIPS:-24}
 
 # The host every throughput request goes to: the middle one of each configuration.
 SMALL_HOST_IDX=5
@@ -282,30 +285,54 @@ START_UTC=$(date -u +%H:%M)
 RESULTS=$TMP/results
 : >"$RESULTS"
 
+# CPU time (utime + stime, clock ticks) of the process serving a target: the proxy (nginx:
+# master + workers), or for "direct" the backend nginx. Requests per CPU-second of it is
+# the efficiency figure, less sensitive than req/s to what else the 2 cores are doing.
+HZ=$(getconf CLK_TCK)
+pid_of() {
+  case $1 in
+    direct) echo "$BACKEND_PID" ;; nginx) echo "$NG_PID" ;; haproxy) echo "$HA_PID" ;;
+    nginx10k) echo "$NGL_PID" ;; flatnet) echo "$FL_PID" ;; flatnet10k) echo "$FLL_PID" ;;
+  esac
+}
+cputicks() {
+  local total=0 p v
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+cpu_secs() { awk -v a="$1" -v b="$2" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
+
 run_wrk() { # name port host rep (rep 0 = warm-up, 2 s, not recorded)
-  local f="$TMP/runs/h1-$1-$4" d=$DURATION
+  local f="$TMP/runs/h1-$1-$4" d=$DURATION pid c0 c1
   [ "$4" = 0 ] && d=2
+  pid=$(pid_of "$1"); c0=$(cputicks "$pid")
   timeout $((d + 30)) "${PIN_LOAD[@]}" wrk -c"$CONNS" -t2 -d"${d}s" --latency \
     -H "Host: $3" "http://127.0.0.1:$2$REQ_PATH" >"$f" 2>&1 || true
+  c1=$(cputicks "$pid")
   [ "$4" = 0 ] && return 0
   local r
   r=$(python3 bench/l7/l7bench.py wrk "$f")
-  echo "h1 $1 $4 $r" >>"$RESULTS"
-  echo "  h1 $1 rep $4: req/s p50 p99 errors = $r"
+  echo "h1 $1 $4 $r $(cpu_secs "$c0" "$c1") $d" >>"$RESULTS"
+  echo "  h1 $1 rep $4: req/s p50 p99 errors = $r, server CPU $(cpu_secs "$c0" "$c1") s"
 }
 run_h2() { # name port rep
-  local f="$TMP/runs/h2-$1-$3" d=$DURATION
+  local f="$TMP/runs/h2-$1-$3" d=$DURATION pid c0 c1
   [ "$3" = 0 ] && d=2
   rm -f "$f.log"
+  pid=$(pid_of "$1"); c0=$(cputicks "$pid")
   timeout $((d + 30)) "${PIN_LOAD[@]}" h2load -c"$CONNS" -m10 -t2 -D"$d" \
     --log-file="$f.log" --connect-to="127.0.0.1:$2" "$SCHEME://$SMALL_HOST$REQ_PATH" \
     >"$f" 2>&1 || true
+  c1=$(cputicks "$pid")
   [ "$3" = 0 ] && { rm -f "$f.log"; return 0; }
   local r
   r=$(python3 bench/l7/l7bench.py h2 "$f" "$f.log")
   rm -f "$f.log"
-  echo "h2 $1 $3 $r" >>"$RESULTS"
-  echo "  h2 $1 rep $3: req/s p50 p99 errors = $r"
+  echo "h2 $1 $3 $r $(cpu_secs "$c0" "$c1") $d" >>"$RESULTS"
+  echo "  h2 $1 rep $3: req/s p50 p99 errors = $r, server CPU $(cpu_secs "$c0" "$c1") s"
 }
 
 echo "load average before: $LOAD0"
@@ -315,15 +342,16 @@ for t in "${H2_OK_TARGETS[@]}"; do run_h2 "${t%%:*}" "${t#*:}" 0; done
 
 for rep in $(seq 1 "$REPS"); do
   echo "round $rep of $REPS"
-  # Rotate the order each round so no target always follows the same one.
+  # A new order each round (a seeded shuffle, printed), so that no target always runs
+  # right after the same one (a fixed rotation keeps the same predecessors).
   n1=${#H1_TARGETS[@]}
-  for i in $(seq 0 $((n1 - 1))); do
-    IFS=: read -r n p h <<<"${H1_TARGETS[$(((i + rep - 1) % n1))]}"
+  for i in $(python3 -c "import random; r = random.Random($rep); l = list(range($n1)); r.shuffle(l); print(*l)"); do
+    IFS=: read -r n p h <<<"${H1_TARGETS[$i]}"
     run_wrk "$n" "$p" "$h" "$rep"
   done
   n2=${#H2_OK_TARGETS[@]}
-  for i in $(seq 0 $((n2 - 1))); do
-    t=${H2_OK_TARGETS[$(((i + rep - 1) % n2))]}
+  for i in $(python3 -c "import random; r = random.Random(100 + $rep); l = list(range($n2)); r.shuffle(l); print(*l)"); do
+    t=${H2_OK_TARGETS[$i]}
     run_h2 "${t%%:*}" "${t#*:}" "$rep"
   done
 done
@@ -357,6 +385,15 @@ if [ $HAVE_FLATNET = 1 ]; then
     --stage "$TMP/flatnet10/stage" --nhosts $HOSTS_SMALL --host $SMALL_HOST_IDX --port $FL_HTTP \
     --tls-secret bench-tls
   echo "rss_flatnet10k_end $(mib "$(rss_kib $FLL_PID)")" >>"$EXTRA"
+  # Memory after many route changes at 10,000 hosts (each one rebuilds the table).
+  if [ "$MEM_FLIPS" -gt 0 ]; then
+    echo "memory: $MEM_FLIPS more route changes at $HOSTS_LARGE hosts"
+    timeout 600 python3 bench/l7/l7bench.py reroute --kind flatnet --flips "$MEM_FLIPS" --pause 0.3 \
+      --conf "$TMP/flatnet10k/manifests" --stage "$TMP/flatnet10k/stage" --nhosts "$HOSTS_LARGE" \
+      --host $LARGE_HOST_IDX --port $FLL_HTTP >"$TMP/runs/memflips" || true
+    echo "rss_flatnet10k_soak $(mib "$(rss_kib $FLL_PID)")" >>"$EXTRA"
+    echo "mem_flips $((FLIPS + MEM_FLIPS))" >>"$EXTRA"
+  fi
 fi
 reroute reroute_nginx10 --kind nginx --conf "$TMP/nginx10/servers" --stage "$TMP/nginx10/stage" \
   --nhosts $HOSTS_SMALL --host $SMALL_HOST_IDX --port $NG_HTTP --nginx-port $NG_HTTP \
@@ -365,13 +402,14 @@ reroute reroute_nginx10 --kind nginx --conf "$TMP/nginx10/servers" --stage "$TMP
 # --- report ----------------------------------------------------------------------------------
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain 2>/dev/null | grep -v '^??' | head -1 || true)
+if [ -n "${FLATNET_COMMIT:-}" ]; then COMMIT=$FLATNET_COMMIT; DIRTY=""; fi
 {
   echo "## L7 proxy benchmark, $(date -u +%Y-%m-%d) $START_UTC-$(date -u +%H:%M) UTC"
   echo
   echo "- commit: \`$COMMIT\`${DIRTY:+ (working tree had uncommitted changes)}; flatnet binary: ${FLATNET:-none}$([ $HAVE_FLATNET = 1 ] || echo ' (no `flatnet l7`: not measured)')"
   echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); load average before $LOAD0, after the throughput runs $LOAD1"
   echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v 2>&1 | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'), h2load $(h2load --version | awk '{print $2}')"
-  echo "- $REPS rounds x $DURATION s per target, round robin (order rotated each round), after a 2 s warm-up each; medians of the rounds; $CONNS connections, keep-alive; request GET $REQ_PATH with Host $SMALL_HOST (10 hosts) or $LARGE_HOST (10,000 hosts)"
+  echo "- $REPS rounds x $DURATION s per target, round robin (a new shuffled order each round), after a 2 s warm-up each; medians of the rounds; $CONNS connections, keep-alive; request GET $REQ_PATH with Host $SMALL_HOST (10 hosts) or $LARGE_HOST (10,000 hosts)"
   echo "- workers: nginx worker_processes $PROXY_WORKERS, HAProxy nbthread $PROXY_WORKERS, flatnet its default runtime (one worker thread per core), access log off for all three; backend nginx worker_processes $BACKEND_WORKERS; CPU pinning: proxies ${L7_PROXY_CPUS:-none}, backend ${L7_BACKEND_CPUS:-none}, load generator ${L7_LOAD_CPUS:-none}"
   echo
   python3 bench/l7/l7bench.py report "$RESULTS" --extra "$EXTRA"
