@@ -59,14 +59,15 @@ fn three_nodes_pass_check(backend: &str, tag: &str) {
     assert_eq!(nodes.len(), 3, "pods spread over every node");
     let report = c.check();
     for fam in ["IPv4", "IPv6"] {
-        // 5 workload pods, each reached from the 6 other pods (DNS pods included) over TCP
-        // and UDP; 3 nodes x 5 pods; every pod resolves the 1 Service with a ClusterIP of
-        // this family (kube-dns) by name.
-        assert_eq!(count(&report, "1 pod-to-pod", fam), 60, "{fam}");
+        // 5 workload pods, each reached from the 8 other pods (DNS and Ingress controller
+        // pods included) over TCP and UDP; 3 nodes x 5 pods; every pod resolves the 1
+        // Service with a ClusterIP of this family (kube-dns; the Ingress controller's is
+        // IPv4 and IPv6 too) by name.
+        assert_eq!(count(&report, "1 pod-to-pod", fam), 80, "{fam}");
         assert_eq!(count(&report, "2 node-to-pod", fam), 15, "{fam}");
         assert_eq!(
             count(&report, "3 pod-to-service, by DNS name", fam),
-            7,
+            18,
             "{fam}"
         );
     }
@@ -101,9 +102,9 @@ fn single_stack_ipv4_cluster() {
     let c = Cluster::named("v4");
     c.up(&(cluster_doc(
         &c.name,
-        "{nodes: 2, podCIDRs: [10.42.0.0/16], serviceCIDRs: [10.43.0.0/16], addons: {dns: false}}",
+        "{nodes: 2, podCIDRs: [10.42.0.0/16], serviceCIDRs: [10.43.0.0/16], addons: {dns: false, ingress: false}}",
     ) + WORKLOADS));
-    // Without the DNS add-on: only the 5 workload pods, and no DNS rows.
+    // Without the add-ons: only the 5 workload pods, and no DNS rows.
     assert_eq!(c.pods().len(), 5);
     let report = c.check();
     assert_eq!(count(&report, "1 pod-to-pod", "IPv6"), 0);
