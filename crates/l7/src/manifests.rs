@@ -9,13 +9,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// How often [`watch`] looks at the files.
-pub const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(20);
 
 /// The objects a route table is built from.
 #[derive(Clone, Debug, Default)]
@@ -80,17 +81,6 @@ impl Objects {
         Ok(())
     }
 
-    /// Reads a file, or every `.yaml`, `.yml` and `.json` file under a folder (sorted).
-    pub fn load(path: &Path) -> anyhow::Result<Objects> {
-        let mut objects = Objects::default();
-        for file in files(path)? {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            objects.parse(&text, &file.display().to_string())?;
-        }
-        Ok(objects)
-    }
-
     /// The objects as the table builder takes them.
     pub fn inputs(&self) -> Inputs<'_> {
         Inputs {
@@ -136,51 +126,88 @@ pub fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// What a change of the files is detected by: their names, sizes and modification times.
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+/// A file's version as far as reloading goes: its size and modification time.
+type Version = (u64, Option<SystemTime>);
 
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let files = files(path).ok()?;
-    Some(
-        files
-            .into_iter()
-            .map(|f| {
-                let meta = std::fs::metadata(&f).ok();
-                let len = meta.as_ref().map_or(0, |m| m.len());
-                let modified = meta.and_then(|m| m.modified().ok());
-                (f, len, modified)
-            })
-            .collect(),
-    )
+fn version(file: &Path) -> Version {
+    let meta = std::fs::metadata(file).ok();
+    let len = meta.as_ref().map_or(0, |m| m.len());
+    (len, meta.and_then(|m| m.modified().ok()))
 }
 
-/// Loads `path` (an error if it does not load) and keeps polling it every [`POLL`]: each
-/// change that loads sends a new table; one that does not is logged and the last table kept.
-/// The poller ends when every receiver is dropped.
-pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
-    let mut last = fingerprint(&path);
-    let objects = Objects::load(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(objects.table()));
-    tokio::spawn(async move {
-        while !tx.is_closed() {
-            tokio::time::sleep(POLL).await;
-            let now = fingerprint(&path);
-            if now == last {
+/// The objects of each manifest file, so that a change re-reads only the files that changed
+/// (at 10,000 Ingresses parsing is most of a reload).
+#[derive(Default)]
+struct Cache {
+    files: BTreeMap<PathBuf, (Version, Objects)>,
+}
+
+impl Cache {
+    /// Re-reads the files of `path` that are new or changed and forgets removed ones; false
+    /// when nothing changed. On an error nothing is changed.
+    fn refresh(&mut self, path: &Path) -> anyhow::Result<bool> {
+        let listed = files(path)?;
+        let mut fresh = Vec::new();
+        for file in &listed {
+            let now = version(file);
+            if self.files.get(file).is_some_and(|(seen, _)| *seen == now) {
                 continue;
             }
-            last = now;
-            match Objects::load(&path) {
-                Ok(objects) => {
-                    let table = objects.table();
-                    for w in table.warnings() {
-                        tracing::warn!("{w}");
-                    }
-                    let _ = tx.send(Arc::new(table));
-                }
-                Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
-            }
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut objects = Objects::default();
+            objects.parse(&text, &file.display().to_string())?;
+            fresh.push((file.clone(), now, objects));
         }
-    });
+        let before = self.files.len();
+        self.files.retain(|f, _| listed.binary_search(f).is_ok());
+        let changed = !fresh.is_empty() || self.files.len() != before;
+        for (file, now, objects) in fresh {
+            self.files.insert(file, (now, objects));
+        }
+        Ok(changed)
+    }
+
+    /// The table of every file's objects, in file order.
+    fn table(&self) -> Table {
+        let mut all = Objects::default();
+        for (_, objects) in self.files.values() {
+            all.ingresses.extend_from_slice(&objects.ingresses);
+            all.classes.extend_from_slice(&objects.classes);
+            all.services.extend_from_slice(&objects.services);
+            all.slices.extend_from_slice(&objects.slices);
+            all.secrets.extend_from_slice(&objects.secrets);
+        }
+        all.table()
+    }
+}
+
+/// Loads `path` (an error if it does not load) and keeps polling it every [`POLL`] on a
+/// thread of its own: each change that loads sends a new table (only changed files are
+/// parsed again); one that does not is logged and the last table kept. The poller ends
+/// when every receiver is dropped.
+pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
+    let mut cache = Cache::default();
+    cache.refresh(&path)?;
+    let (tx, rx) = watch::channel(Arc::new(cache.table()));
+    std::thread::Builder::new()
+        .name("manifests".into())
+        .spawn(move || {
+            while !tx.is_closed() {
+                std::thread::sleep(POLL);
+                match cache.refresh(&path) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let table = cache.table();
+                        for w in table.warnings() {
+                            tracing::warn!("{w}");
+                        }
+                        tx.send_replace(Arc::new(table));
+                    }
+                    Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
+                }
+            }
+        })?;
     Ok(rx)
 }
 
@@ -238,6 +265,31 @@ metadata: {name: skipped}
             .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["a.yaml", "sub/b.yml"]);
-        assert_eq!(Objects::load(dir.path()).unwrap().services.len(), 2);
+        let mut cache = Cache::default();
+        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.files.values().map(|f| f.1.services.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn only_changed_files_are_read_again_and_a_bad_edit_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, GOOD).unwrap();
+        std::fs::write(&b, GOOD).unwrap();
+        let mut cache = Cache::default();
+        assert!(cache.refresh(dir.path()).unwrap());
+        assert!(!cache.refresh(dir.path()).unwrap(), "nothing changed");
+        // Mark a's cached copy: a refresh that re-read a would lose the mark.
+        cache.files.get_mut(&a).unwrap().1.services.clear();
+        std::fs::write(&b, format!("{GOOD}{GOOD}")).unwrap();
+        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.files[&a].1.services.len(), 0, "a was not read again");
+        assert_eq!(cache.files[&b].1.services.len(), 2);
+        std::fs::write(&b, "kind: Service\nspec: {ports: [{port: eighty}]}\n").unwrap();
+        assert!(cache.refresh(dir.path()).is_err());
+        assert_eq!(cache.files[&b].1.services.len(), 2, "the last good objects kept");
+        std::fs::remove_file(&b).unwrap();
+        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.files.len(), 1, "a removed file is forgotten");
     }
 }
