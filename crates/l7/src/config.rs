@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     pub health: Health,
     /// The access log.
     pub access_log: AccessLog,
+    /// Worker threads serving client connections (each with its own runtime and upstream
+    /// connections); default: one per CPU the process may run on.
+    pub workers: usize,
     /// Debugging aid, off by default: responses carry `x-flatnet-route` (the route id) and
     /// `x-flatnet-upstream` (the endpoint address).
     pub debug_headers: bool,
@@ -106,6 +109,7 @@ impl Default for ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(60),
             health: Health::default(),
             access_log: AccessLog::Off,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             debug_headers: false,
         }
     }

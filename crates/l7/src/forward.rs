@@ -5,6 +5,7 @@ use crate::balance::{self, Candidate, Draw};
 use crate::body::{self, Meter, Watched};
 use crate::conn::Conn;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::pool::{Leased, Pool, SendError};
 use crate::proxy::Answer;
 use crate::state::Shared;
 use crate::upstream::Endpoint;
@@ -24,6 +25,8 @@ pub struct Exchange<'a> {
     pub shared: &'a Arc<Shared>,
     /// The client connection.
     pub conn: &'a Arc<Conn>,
+    /// The worker's upstream connections.
+    pub pool: &'a Arc<Pool>,
     /// The matched route.
     pub route: &'a Route,
     /// The host as the client sent it.
@@ -81,10 +84,6 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
 
-    let client = x
-        .shared
-        .upstreams
-        .client(backend.protocol, options.connect_timeout);
     let states: Vec<Arc<Endpoint>> = backend
         .endpoints
         .iter()
@@ -119,7 +118,12 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         tried[i] = true;
         let addr = backend.endpoints[i];
         let endpoint = addr.to_string();
-        let Ok(uri) = format!("http://{addr}{}", x.target).parse::<Uri>() else {
+        // HTTP/1.1 requests go in origin form, h2c ones name the endpoint as authority.
+        let uri = match backend.protocol {
+            UpstreamProtocol::Http1 => x.target.parse::<Uri>(),
+            UpstreamProtocol::H2c => format!("http://{addr}{}", x.target).parse::<Uri>(),
+        };
+        let Ok(uri) = uri else {
             return Answer::status(StatusCode::BAD_REQUEST, false);
         };
         let body = match streamed.take() {
@@ -134,11 +138,14 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
 
         let in_flight = states[i].start();
         let sent = Instant::now();
-        let result = tokio::time::timeout(options.request_timeout, client.request(up)).await;
+        let sending = x
+            .pool
+            .send(addr, backend.protocol, options.connect_timeout, up);
+        let result = tokio::time::timeout(options.request_timeout, sending).await;
         let health = &config.health;
         let mut answer = match result {
             Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 x.shared.metrics.connect_failure(&backend.key, &endpoint);
                 if states[i].record(true, Instant::now(), health) {
                     x.shared.metrics.ejection(&backend.key, &endpoint);
@@ -186,10 +193,10 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     last
 }
 
-fn upstream_response(resp: Response<Incoming>) -> Response<body::ProxyBody> {
-    let (mut parts, incoming) = resp.into_parts();
+fn upstream_response(resp: Response<Leased>) -> Response<body::ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync())
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections.

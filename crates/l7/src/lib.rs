@@ -4,7 +4,8 @@
 //! h2c with prior knowledge) and TLS (SNI picks the certificate, ALPN h2 and http/1.1), routes
 //! each request with a [`flatnet_l7_routes::Table`] and streams it to an upstream endpoint
 //! (round robin, least request or consistent hash; passive health; retries on connect
-//! failure). The tables come from a watch channel and are swapped atomically: listeners,
+//! failure). Connections are served by worker threads, one per core by default, each with
+//! its own runtime and upstream connection pool. The tables come from a watch channel and are swapped atomically: listeners,
 //! requests in flight, WebSockets and long downloads are not disturbed. [`manifests`] builds
 //! tables from Kubernetes YAML files and watches them; [`cli`] is the command line.
 //!
@@ -26,10 +27,12 @@ pub mod headers;
 mod listener;
 pub mod manifests;
 mod metrics;
+mod pool;
 mod proxy;
 mod state;
 mod tls;
 mod upstream;
+mod worker;
 
 pub use config::{AccessLog, Health, Limits, ProxyConfig};
 pub use proxy::{X_FLATNET_ROUTE, X_FLATNET_UPSTREAM};
@@ -41,6 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use worker::Workers;
 
 /// A proxy whose listeners are bound but not yet serving.
 pub struct Proxy {
@@ -86,14 +90,16 @@ impl Proxy {
         let default_cert = tls::self_signed()?;
         let table = tables.borrow_and_update().clone();
         let shared = Arc::new(Shared::new(self.config, table, default_cert));
+        let workers = Arc::new(Workers::start(shared.config.workers, &shared)?);
         if let Some(l) = self.http {
-            tokio::spawn(listener::accept(l, shared.clone(), None));
+            tokio::spawn(listener::accept(l, workers.clone(), None));
         }
         if let Some(l) = self.https {
             let config = tls::server_config(shared.certs.clone())?;
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            tokio::spawn(listener::accept(l, shared.clone(), Some(acceptor)));
+            tokio::spawn(listener::accept(l, workers.clone(), Some(acceptor)));
         }
+        drop(workers);
         if let Some(l) = self.admin {
             tokio::spawn(admin::accept(l, shared.clone()));
         }

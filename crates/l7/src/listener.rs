@@ -1,10 +1,13 @@
-//! Listening sockets and client connections: plain (HTTP/1.1 and h2c prior knowledge) and
-//! TLS, both served by hyper-util's auto builder with the configured limits.
+//! Listening sockets and client connections: acceptors hand connections to the workers,
+//! which serve them, plain (HTTP/1.1 and h2c prior knowledge) or TLS, with hyper-util's auto
+//! builder and the configured limits.
 
 use crate::config::Limits;
 use crate::conn::{Conn, Scanned};
+use crate::pool::Pool;
 use crate::proxy;
 use crate::state::Shared;
+use crate::worker::{Accepted, Workers};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -33,7 +36,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// The connection builder with the client limits.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -67,46 +70,66 @@ pub async fn next(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Accepts connections until the process ends; `tls` makes them TLS.
-pub async fn accept(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
-    let builder = Arc::new(builder(&shared.config.limits));
+/// Accepts connections until the process ends and hands them to the workers; `tls` makes
+/// them TLS.
+pub async fn accept(listener: TcpListener, workers: Arc<Workers>, tls: Option<TlsAcceptor>) {
     loop {
         let (stream, client) = next(&listener).await;
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve(stream, client, false, shared, &builder).await,
-                Some(acceptor) => {
-                    let timeout = shared.config.limits.header_read_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve(stream, client, true, shared, &builder).await,
-                        Ok(Err(e)) => tracing::debug!("TLS handshake with {client}: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
-                    }
-                }
-            }
-        });
+        match stream.into_std() {
+            Ok(stream) => workers.hand(Accepted {
+                stream,
+                client,
+                tls: tls.clone(),
+            }),
+            Err(e) => tracing::warn!("connection from {client}: {e}"),
+        }
     }
 }
 
-async fn serve<IO>(
-    io: IO,
-    client: SocketAddr,
-    tls: bool,
-    shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = Conn::new(client, tls);
-    let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
-    let io = TokioIo::new(Scanned::new(io, conn.clone(), limit));
-    let service =
-        hyper::service::service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
-        tracing::debug!("connection from {client}: {e}");
+/// What a worker serves its client connections with.
+pub struct Serving {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The worker's upstream connections.
+    pub pool: Arc<Pool>,
+    /// The worker's connection builder.
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Serving {
+    /// Serves one client connection to its end (after a TLS handshake when `tls` is set).
+    pub async fn serve(self, stream: TcpStream, client: SocketAddr, tls: Option<TlsAcceptor>) {
+        match tls {
+            None => self.http(stream, client, false).await,
+            Some(acceptor) => {
+                let timeout = self.shared.config.limits.header_read_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => self.http(stream, client, true).await,
+                    Ok(Err(e)) => tracing::debug!("TLS handshake with {client}: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
+                }
+            }
+        }
+    }
+
+    async fn http<IO>(self, io: IO, client: SocketAddr, tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Serving {
+            shared,
+            pool,
+            builder,
+        } = self;
+        let conn = Conn::new(client, tls);
+        let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
+        let io = TokioIo::new(Scanned::new(io, conn.clone(), limit));
+        let service = hyper::service::service_fn(move |req| {
+            proxy::handle(shared.clone(), conn.clone(), pool.clone(), req)
+        });
+        if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+            tracing::debug!("connection from {client}: {e}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::conn::Conn;
 use crate::forward::{self, Exchange};
 use crate::framing;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::pool::Pool;
 use crate::state::Shared;
 use crate::upstream::InFlight;
 use flatnet_l7_routes::{host, path, Lookup};
@@ -87,6 +88,7 @@ fn raw_host(req: &Request<Incoming>) -> String {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
+    pool: Arc<Pool>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -108,7 +110,7 @@ pub async fn handle(
         request_id: request_id.to_str().unwrap_or_default().to_string(),
     };
     let meter_in = Arc::new(Meter::default());
-    let answer = answer(&shared, &conn, req, &host, &request_id, &meter_in).await;
+    let answer = answer(&shared, &conn, &pool, req, &host, &request_id, &meter_in).await;
     Ok(finish(
         shared, answer, record, request_id, meter_in, started,
     ))
@@ -117,6 +119,7 @@ pub async fn handle(
 async fn answer(
     shared: &Arc<Shared>,
     conn: &Arc<Conn>,
+    pool: &Arc<Pool>,
     req: Request<Incoming>,
     raw_host: &str,
     request_id: &HeaderValue,
@@ -155,6 +158,7 @@ async fn answer(
         let exchange = Exchange {
             shared,
             conn,
+            pool,
             route: &route,
             raw_host,
             target: &target,

@@ -21,7 +21,7 @@ pub struct Shared {
     pub certs: Arc<ArcSwap<CertStore>>,
     /// Served when no certificate fits.
     default_cert: Arc<CertifiedKey>,
-    /// Upstream state and clients.
+    /// Upstream state.
     pub upstreams: Upstreams,
     /// Metrics.
     pub metrics: Metrics,
@@ -33,7 +33,7 @@ impl Shared {
         let (store, warnings) = CertStore::build(table.certificates(), default_cert.clone());
         log_warnings(&warnings);
         Shared {
-            upstreams: Upstreams::new(config.upstream_idle_timeout),
+            upstreams: Upstreams::default(),
             config,
             table: ArcSwap::new(table),
             certs: Arc::new(ArcSwap::from_pointee(store)),

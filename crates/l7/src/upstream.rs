@@ -1,23 +1,15 @@
 //! Upstream state that outlives route tables: per-endpoint counters and passive health keyed
-//! by (backend key, address), round-robin tickets per backend, and pooled clients.
+//! by (backend key, address), and round-robin tickets per backend.
 
-use crate::body::ProxyBody;
 use crate::config::Health;
-use flatnet_l7_routes::UpstreamProtocol;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Identifies an endpoint of a backend.
 pub type EndpointKey = (Arc<str>, SocketAddr);
-
-/// A pooled HTTP client to upstreams.
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
 /// Passive health after one answer: the new count of consecutive failures, and whether the
 /// endpoint is (again) to be ejected.
@@ -89,26 +81,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Per-endpoint and per-backend state, and the clients.
-#[derive(Debug)]
+/// Per-endpoint and per-backend state.
+#[derive(Debug, Default)]
 pub struct Upstreams {
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
     tickets: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
-    clients: Mutex<HashMap<(UpstreamProtocol, Duration), UpstreamClient>>,
-    idle_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Empty state; pooled connections idle longer than `idle_timeout` are closed.
-    pub fn new(idle_timeout: Duration) -> Upstreams {
-        Upstreams {
-            endpoints: Mutex::default(),
-            tickets: Mutex::default(),
-            clients: Mutex::default(),
-            idle_timeout,
-        }
-    }
-
     /// The state of an endpoint, created on first use.
     pub fn endpoint(&self, backend: &Arc<str>, addr: SocketAddr) -> Arc<Endpoint> {
         lock(&self.endpoints)
@@ -132,29 +112,12 @@ impl Upstreams {
         let backends: HashSet<&Arc<str>> = keep.iter().map(|(b, _)| b).collect();
         lock(&self.tickets).retain(|b, _| backends.contains(b));
     }
-
-    /// The pooled client for a protocol and connect timeout.
-    pub fn client(&self, protocol: UpstreamProtocol, connect_timeout: Duration) -> UpstreamClient {
-        lock(&self.clients)
-            .entry((protocol, connect_timeout))
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(connect_timeout));
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(self.idle_timeout)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .http2_only(protocol == UpstreamProtocol::H2c)
-                    .build(connector)
-            })
-            .clone()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn failures_eject_after_n_and_success_resets() {
@@ -185,7 +148,7 @@ mod tests {
 
     #[test]
     fn state_is_shared_per_backend_and_address_and_pruned() {
-        let u = Upstreams::new(Duration::from_secs(1));
+        let u = Upstreams::default();
         let b: Arc<str> = "ns/web:80".into();
         let a = SocketAddr::from(([127, 0, 0, 1], 1));
         let guard = u.endpoint(&b, a).start();
