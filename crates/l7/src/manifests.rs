@@ -135,11 +135,69 @@ fn version(file: &Path) -> Version {
     (len, meta.and_then(|m| m.modified().ok()))
 }
 
-/// The objects of each manifest file, so that a change re-reads only the files that changed
-/// (at 10,000 Ingresses parsing is most of a reload).
+/// The objects of every manifest file, kept in file order, so that a change re-reads only
+/// the files that changed (at 10,000 Ingresses parsing is most of a reload) and the table is
+/// built from them without copying them.
 #[derive(Default)]
 struct Cache {
-    files: BTreeMap<PathBuf, (Version, Objects)>,
+    /// Each file's version and how many objects of each kind it holds in `all`.
+    files: BTreeMap<PathBuf, (Version, Counts)>,
+    /// The objects of every file, in file order.
+    all: Objects,
+}
+
+/// How many Ingresses, IngressClasses, Services, EndpointSlices and Secrets a file holds.
+type Counts = [usize; 5];
+
+impl Objects {
+    fn counts(&self) -> Counts {
+        [
+            self.ingresses.len(),
+            self.classes.len(),
+            self.services.len(),
+            self.slices.len(),
+            self.secrets.len(),
+        ]
+    }
+
+    /// Splits `self` into consecutive parts of the given sizes (moving, not copying).
+    fn split(self, sizes: &[Counts]) -> Vec<Objects> {
+        fn parts<T>(all: Vec<T>, sizes: impl Iterator<Item = usize>) -> Vec<Vec<T>> {
+            let mut all = all.into_iter();
+            sizes.map(|n| all.by_ref().take(n).collect()).collect()
+        }
+        let kind = |k: usize| sizes.iter().map(move |c| c[k]);
+        let ingresses = parts(self.ingresses, kind(0));
+        let classes = parts(self.classes, kind(1));
+        let services = parts(self.services, kind(2));
+        let slices = parts(self.slices, kind(3));
+        let secrets = parts(self.secrets, kind(4));
+        let zipped = ingresses
+            .into_iter()
+            .zip(classes)
+            .zip(services)
+            .zip(slices)
+            .zip(secrets);
+        zipped
+            .map(
+                |((((ingresses, classes), services), slices), secrets)| Objects {
+                    ingresses,
+                    classes,
+                    services,
+                    slices,
+                    secrets,
+                },
+            )
+            .collect()
+    }
+
+    fn append(&mut self, mut other: Objects) {
+        self.ingresses.append(&mut other.ingresses);
+        self.classes.append(&mut other.classes);
+        self.services.append(&mut other.services);
+        self.slices.append(&mut other.slices);
+        self.secrets.append(&mut other.secrets);
+    }
 }
 
 impl Cache {
@@ -147,7 +205,7 @@ impl Cache {
     /// when nothing changed. On an error nothing is changed.
     fn refresh(&mut self, path: &Path) -> anyhow::Result<bool> {
         let listed = files(path)?;
-        let mut fresh = Vec::new();
+        let mut fresh = BTreeMap::new();
         for file in &listed {
             let now = version(file);
             if self.files.get(file).is_some_and(|(seen, _)| *seen == now) {
@@ -157,28 +215,25 @@ impl Cache {
                 .with_context(|| format!("reading {}", file.display()))?;
             let mut objects = Objects::default();
             objects.parse(&text, &file.display().to_string())?;
-            fresh.push((file.clone(), now, objects));
+            fresh.insert(file.clone(), (now, objects));
         }
-        let before = self.files.len();
-        self.files.retain(|f, _| listed.binary_search(f).is_ok());
-        let changed = !fresh.is_empty() || self.files.len() != before;
-        for (file, now, objects) in fresh {
-            self.files.insert(file, (now, objects));
+        if fresh.is_empty() && self.files.len() == listed.len() {
+            return Ok(false);
         }
-        Ok(changed)
-    }
-
-    /// The table of every file's objects, in file order.
-    fn table(&self) -> Table {
-        let mut all = Objects::default();
-        for (_, objects) in self.files.values() {
-            all.ingresses.extend_from_slice(&objects.ingresses);
-            all.classes.extend_from_slice(&objects.classes);
-            all.services.extend_from_slice(&objects.services);
-            all.slices.extend_from_slice(&objects.slices);
-            all.secrets.extend_from_slice(&objects.secrets);
+        let sizes: Vec<Counts> = self.files.values().map(|(_, counts)| *counts).collect();
+        let mut kept: BTreeMap<PathBuf, (Version, Objects)> = std::mem::take(&mut self.files)
+            .into_iter()
+            .zip(std::mem::take(&mut self.all).split(&sizes))
+            .map(|((file, (seen, _)), objects)| (file, (seen, objects)))
+            .collect();
+        for file in listed {
+            let Some((now, objects)) = fresh.remove(&file).or_else(|| kept.remove(&file)) else {
+                continue;
+            };
+            self.files.insert(file, (now, objects.counts()));
+            self.all.append(objects);
         }
-        all.table()
+        Ok(true)
     }
 }
 
@@ -189,7 +244,7 @@ impl Cache {
 pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
     let mut cache = Cache::default();
     cache.refresh(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(cache.table()));
+    let (tx, rx) = watch::channel(Arc::new(cache.all.table()));
     std::thread::Builder::new()
         .name("manifests".into())
         .spawn(move || {
@@ -198,7 +253,7 @@ pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
                 match cache.refresh(&path) {
                     Ok(false) => {}
                     Ok(true) => {
-                        let table = cache.table();
+                        let table = cache.all.table();
                         for w in table.warnings() {
                             tracing::warn!("{w}");
                         }
@@ -267,29 +322,58 @@ metadata: {name: skipped}
         assert_eq!(names, ["a.yaml", "sub/b.yml"]);
         let mut cache = Cache::default();
         assert!(cache.refresh(dir.path()).unwrap());
-        assert_eq!(cache.files.values().map(|f| f.1.services.len()).sum::<usize>(), 2);
+        assert_eq!(cache.all.services.len(), 2);
     }
 
     #[test]
     fn only_changed_files_are_read_again_and_a_bad_edit_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
-        std::fs::write(&a, GOOD).unwrap();
-        std::fs::write(&b, GOOD).unwrap();
+        let [a, b, c] = ["a", "b", "c"].map(|n| dir.path().join(format!("{n}.yaml")));
+        let service = |name: &str| {
+            format!("kind: Service\nmetadata: {{name: {name}, namespace: x}}\nspec: {{ports: [{{port: 80}}]}}\n---\n")
+        };
+        std::fs::write(&a, service("a1")).unwrap();
+        std::fs::write(&b, service("b1")).unwrap();
+        std::fs::write(&c, service("c1") + &service("c2")).unwrap();
         let mut cache = Cache::default();
         assert!(cache.refresh(dir.path()).unwrap());
         assert!(!cache.refresh(dir.path()).unwrap(), "nothing changed");
-        // Mark a's cached copy: a refresh that re-read a would lose the mark.
-        cache.files.get_mut(&a).unwrap().1.services.clear();
-        std::fs::write(&b, format!("{GOOD}{GOOD}")).unwrap();
+        let names = |cache: &Cache| -> Vec<String> {
+            let names = cache
+                .all
+                .services
+                .iter()
+                .map(|s| s.metadata.name.clone().unwrap());
+            names.collect()
+        };
+        assert_eq!(names(&cache), ["a1", "b1", "c1", "c2"]);
+        // Mark a's object: a refresh that re-read a would lose the mark.
+        cache.all.services[0].metadata.uid = Some("kept".into());
+        std::fs::write(&b, service("b1") + &service("b2")).unwrap();
         assert!(cache.refresh(dir.path()).unwrap());
-        assert_eq!(cache.files[&a].1.services.len(), 0, "a was not read again");
-        assert_eq!(cache.files[&b].1.services.len(), 2);
+        assert_eq!(
+            names(&cache),
+            ["a1", "b1", "b2", "c1", "c2"],
+            "file order kept"
+        );
+        assert_eq!(
+            cache.all.services[0].metadata.uid.as_deref(),
+            Some("kept"),
+            "a not read"
+        );
         std::fs::write(&b, "kind: Service\nspec: {ports: [{port: eighty}]}\n").unwrap();
         assert!(cache.refresh(dir.path()).is_err());
-        assert_eq!(cache.files[&b].1.services.len(), 2, "the last good objects kept");
+        assert_eq!(
+            names(&cache),
+            ["a1", "b1", "b2", "c1", "c2"],
+            "the last good objects"
+        );
         std::fs::remove_file(&b).unwrap();
         assert!(cache.refresh(dir.path()).unwrap());
-        assert_eq!(cache.files.len(), 1, "a removed file is forgotten");
+        assert_eq!(
+            names(&cache),
+            ["a1", "c1", "c2"],
+            "a removed file is forgotten"
+        );
     }
 }
