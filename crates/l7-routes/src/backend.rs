@@ -1,12 +1,11 @@
 //! Backends: an Ingress's `service.name` and `service.port` resolved to endpoints.
 
-use crate::{Backend, UpstreamProtocol};
+use crate::{Backend, Map, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -21,15 +20,15 @@ const H2C: &str = "kubernetes.io/h2c";
 
 /// Resolves backends, one shared [`Backend`] per `namespace/service:port`.
 pub(crate) struct Backends<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    resolved: HashMap<String, Arc<Backend>>,
+    services: Map<(&'a str, &'a str), &'a Service>,
+    slices: Map<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    resolved: Map<(&'a str, &'a str, PortRef<'a>), Arc<Backend>>,
 }
 
 impl<'a> Backends<'a> {
     pub(crate) fn new(services: &'a [Service], slices: &'a [EndpointSlice]) -> Self {
         let services = by_name(services);
-        let mut by_service: HashMap<_, Vec<_>> = HashMap::new();
+        let mut by_service: Map<_, Vec<_>> = Map::default();
         for slice in slices {
             let meta = &slice.metadata;
             let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
@@ -44,7 +43,7 @@ impl<'a> Backends<'a> {
         Backends {
             services,
             slices: by_service,
-            resolved: HashMap::new(),
+            resolved: Map::default(),
         }
     }
 
@@ -52,8 +51,8 @@ impl<'a> Backends<'a> {
     /// `port` names no port.
     pub(crate) fn resolve(
         &mut self,
-        namespace: &str,
-        reference: &IngressServiceBackend,
+        namespace: &'a str,
+        reference: &'a IngressServiceBackend,
     ) -> Result<Arc<Backend>, String> {
         let port = reference.port.as_ref();
         let wanted = match (
@@ -64,12 +63,12 @@ impl<'a> Backends<'a> {
             (None, Some(name)) => PortRef::Name(name),
             (None, None) => return Err("a number or a name is required".into()),
         };
-        let key = format!("{namespace}/{}:{wanted}", reference.name);
+        let key = (namespace, reference.name.as_str(), wanted);
         if let Some(backend) = self.resolved.get(&key) {
             return Ok(Arc::clone(backend));
         }
-        let backend =
-            Arc::new(self.lookup(key.as_str().into(), namespace, &reference.name, wanted));
+        let id = format!("{namespace}/{}:{wanted}", reference.name);
+        let backend = Arc::new(self.lookup(id.into(), namespace, &reference.name, wanted));
         self.resolved.insert(key, Arc::clone(&backend));
         Ok(backend)
     }
@@ -105,7 +104,7 @@ impl<'a> Backends<'a> {
 }
 
 /// `service.port` of an Ingress backend.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum PortRef<'a> {
     Number(i32),
     Name(&'a str),
@@ -194,7 +193,7 @@ pub(crate) fn namespaced(meta: &ObjectMeta) -> Option<(&str, &str)> {
 }
 
 /// Objects by `(namespace, name)`.
-pub(crate) fn by_name<T: Metadata<Ty = ObjectMeta>>(objects: &[T]) -> HashMap<(&str, &str), &T> {
+pub(crate) fn by_name<T: Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Map<(&str, &str), &T> {
     let named = objects.iter().map(|o| Some((namespaced(o.metadata())?, o)));
     named.flatten().collect()
 }

@@ -2,6 +2,7 @@
 
 use crate::backend::{namespaced, Backends};
 use crate::class::Classes;
+use crate::index::Paths;
 use crate::tls::Certificates;
 use crate::{annotations, host, path, HostMatch, Inputs, Options, PathKind, Route, Table};
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
@@ -53,8 +54,8 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
     }
 }
 
-impl Builder<'_> {
-    fn add(&mut self, ingress: &Ingress, namespace: &str, name: &str) {
+impl<'a> Builder<'a> {
+    fn add(&mut self, ingress: &'a Ingress, namespace: &'a str, name: &str) {
         let id = format!("{namespace}/{name}");
         let options = match annotations::parse(ingress.metadata.annotations.as_ref()) {
             Ok(options) => Arc::new(options),
@@ -87,10 +88,11 @@ impl Builder<'_> {
                 },
             };
             for (j, path) in rule.http.iter().flat_map(|http| &http.paths).enumerate() {
-                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                // Field names are made only for warnings: a build makes 10,000s of routes.
+                let field = || format!("spec.rules[{i}].http.paths[{j}]");
                 match self.route(&owner, &host, path) {
-                    Ok(route) => self.insert(&owner, &field, route),
-                    Err((sub, reason)) => self.warn(&owner, &format!("{field}.{sub}"), reason),
+                    Ok(route) => self.insert(&owner, field, route),
+                    Err((sub, reason)) => self.warn(&owner, &format!("{}.{sub}", field()), reason),
                 }
             }
         }
@@ -106,7 +108,7 @@ impl Builder<'_> {
     }
 
     /// `spec.defaultBackend`: the first Ingress with one sets it.
-    fn default_backend(&mut self, owner: &Owner<'_>, backend: &IngressBackend) {
+    fn default_backend(&mut self, owner: &Owner<'a>, backend: &'a IngressBackend) {
         let field = "spec.defaultBackend";
         if let Some(current) = &self.table.default_backend {
             let reason = format!("ignored, the default backend is {} already", current.id);
@@ -130,9 +132,9 @@ impl Builder<'_> {
     /// The route of one path rule.
     fn route(
         &mut self,
-        owner: &Owner<'_>,
+        owner: &Owner<'a>,
         host: &HostMatch,
-        rule: &HTTPIngressPath,
+        rule: &'a HTTPIngressPath,
     ) -> Result<Route, Refusal> {
         let kind = match rule.path_type.as_str() {
             "Exact" => PathKind::Exact,
@@ -164,8 +166,8 @@ impl Builder<'_> {
 
     fn backend(
         &mut self,
-        owner: &Owner<'_>,
-        backend: &IngressBackend,
+        owner: &Owner<'a>,
+        backend: &'a IngressBackend,
     ) -> Result<Arc<crate::Backend>, Refusal> {
         if backend.resource.is_some() {
             return Err((
@@ -183,18 +185,18 @@ impl Builder<'_> {
     }
 
     /// Adds a route to its host level; the first claim of a host, path and kind wins.
-    fn insert(&mut self, owner: &Owner<'_>, field: &str, route: Route) {
+    fn insert(&mut self, owner: &Owner<'_>, field: impl FnOnce() -> String, route: Route) {
         let paths = match &route.host {
             HostMatch::Any => &mut self.table.any,
-            HostMatch::Exact(host) => self.table.exact.entry(host.clone()).or_default(),
-            HostMatch::Wildcard(suffix) => self.table.wildcard.entry(suffix.clone()).or_default(),
+            HostMatch::Exact(host) => level(&mut self.table.exact, host),
+            HostMatch::Wildcard(suffix) => level(&mut self.table.wildcard, suffix),
         };
         let conflict = paths
             .insert(route)
             .err()
             .map(|holder| format!("ignored, the same host, path and type is {}", holder.id));
         if let Some(reason) = conflict {
-            self.warn(owner, field, reason);
+            self.warn(owner, &field(), reason);
         }
     }
 
@@ -202,4 +204,12 @@ impl Builder<'_> {
         let warning = format!("Ingress {}: {field}: {reason}", owner.id);
         self.table.warnings.push(warning);
     }
+}
+
+/// The paths of one host (or wildcard suffix), added when new; the key is copied only then.
+fn level<'m>(levels: &'m mut crate::Map<String, Paths>, key: &str) -> &'m mut Paths {
+    if !levels.contains_key(key) {
+        levels.insert(key.to_owned(), Paths::default());
+    }
+    levels.get_mut(key).expect("inserted above")
 }

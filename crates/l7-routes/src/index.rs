@@ -1,12 +1,11 @@
 //! The path rules of one host level, indexed for a lookup in O(path depth).
 
-use crate::{PathKind, Route};
-use std::collections::HashMap;
+use crate::{Map, PathKind, Route};
 
 /// The routes of one host (or wildcard suffix, or of every host), by rule path.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Paths {
-    by_path: HashMap<String, Slot>,
+    by_path: Map<String, Slot>,
 }
 
 /// The routes at one rule path, one per [`PathKind`].

@@ -71,6 +71,10 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::collections::HashMap;
+
+/// The maps of the table: keyed by request hosts and paths, so hashed with a keyed hash
+/// (ahash, seeded at random per map) that is fast and not open to collision attacks.
+pub(crate) type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tls::TlsHosts;
@@ -190,9 +194,9 @@ pub enum Lookup<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     /// Rules with an exact host, by host.
-    exact: HashMap<String, Paths>,
+    exact: Map<String, Paths>,
     /// Rules with a wildcard host, by suffix (without `*.`).
-    wildcard: HashMap<String, Paths>,
+    wildcard: Map<String, Paths>,
     /// Rules without host.
     any: Paths,
     default_backend: Option<Route>,

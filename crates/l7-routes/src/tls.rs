@@ -4,14 +4,14 @@ use crate::backend::by_name;
 use crate::{host, Certificate, HostMatch};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::IngressTLS;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// The Secret type of TLS certificates.
 const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Collects certificates, Ingress by Ingress; the first claim of a host wins.
 pub(crate) struct Certificates<'a> {
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    secrets: crate::Map<(&'a str, &'a str), &'a Secret>,
     claimed: TlsHosts,
     list: Vec<Certificate>,
 }
