@@ -5,10 +5,11 @@ use crate::balance::{self, Candidate, Draw};
 use crate::body::{self, Meter, Watched};
 use crate::conn::Conn;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::pool::{Leased, Pool, SendError};
+use crate::pool::{Leased, SendError};
 use crate::proxy::Answer;
 use crate::state::Shared;
 use crate::upstream::Endpoint;
+use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -25,8 +26,8 @@ pub struct Exchange<'a> {
     pub shared: &'a Arc<Shared>,
     /// The client connection.
     pub conn: &'a Arc<Conn>,
-    /// The worker's upstream connections.
-    pub pool: &'a Arc<Pool>,
+    /// The worker's own state.
+    pub local: &'a Arc<Local>,
     /// The matched route.
     pub route: &'a Route,
     /// The host as the client sent it.
@@ -69,7 +70,8 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         .boxed_unsync(),
     );
 
-    let mut head = parts.headers.clone();
+    let key = balance::hash_key(&options.balance, &parts.headers, x.conn.client.ip());
+    let mut head = parts.headers;
     headers::strip_hop_by_hop(&mut head, upgrade);
     let proto = if x.conn.tls { "https" } else { "http" };
     headers::add_forwarded(&mut head, x.conn.client.ip(), proto, x.raw_host);
@@ -90,10 +92,10 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         .map(|a| x.shared.upstreams.endpoint(&backend.key, *a))
         .collect();
     let mut tried = vec![false; states.len()];
-    let key = balance::hash_key(&options.balance, &parts.headers, x.conn.client.ip());
     let attempts = if retryable { options.retries + 1 } else { 1 };
-    let mut last = Answer::status(StatusCode::BAD_GATEWAY, false);
-    for _ in 0..attempts {
+    // The endpoint whose connect failed last.
+    let mut refused = None;
+    for attempt in 1..=attempts {
         let now = Instant::now();
         let candidates: Vec<Candidate> = backend
             .endpoints
@@ -117,7 +119,6 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         };
         tried[i] = true;
         let addr = backend.endpoints[i];
-        let endpoint = addr.to_string();
         // HTTP/1.1 requests go in origin form, h2c ones name the endpoint as authority.
         let uri = match backend.protocol {
             UpstreamProtocol::Http1 => x.target.parse::<Uri>(),
@@ -134,11 +135,16 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = version;
-        *up.headers_mut() = head.clone();
+        *up.headers_mut() = if attempt == attempts {
+            std::mem::take(&mut head)
+        } else {
+            head.clone()
+        };
 
         let in_flight = states[i].start();
         let sent = Instant::now();
         let sending = x
+            .local
             .pool
             .send(addr, backend.protocol, options.connect_timeout, up);
         let result = tokio::time::timeout(options.request_timeout, sending).await;
@@ -146,12 +152,12 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         let mut answer = match result {
             Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
             Ok(Err(SendError::Connect(e))) => {
-                x.shared.metrics.connect_failure(&backend.key, &endpoint);
+                x.shared.metrics.connect_failure(&backend.key, addr);
                 if states[i].record(true, Instant::now(), health) {
-                    x.shared.metrics.ejection(&backend.key, &endpoint);
+                    x.shared.metrics.ejection(&backend.key, addr);
                 }
                 tracing::debug!("{}: connect to {addr} failed: {e:?}", backend.key);
-                last.upstream = Some(addr);
+                refused = Some(addr);
                 continue;
             }
             Ok(Err(e)) => {
@@ -169,19 +175,17 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
                 let took = sent.elapsed();
                 let status = resp.status();
                 if states[i].record(status.is_server_error(), Instant::now(), health) {
-                    x.shared.metrics.ejection(&backend.key, &endpoint);
+                    x.shared.metrics.ejection(&backend.key, addr);
                 }
-                x.shared
-                    .metrics
-                    .upstream(&backend.key, &endpoint, status.as_u16(), took);
+                let handles = &x.local.handles;
+                (x.shared.metrics).upstream(handles, &backend.key, addr, status.as_u16(), took);
                 let upgrading = status == StatusCode::SWITCHING_PROTOCOLS;
                 if let (true, Some(client_side)) = (upgrading, client_upgrade) {
                     x.conn.set_upgraded();
                     splice(client_side, hyper::upgrade::on(&mut resp));
                 }
                 headers::strip_hop_by_hop(resp.headers_mut(), upgrading && upgrade);
-                let mut answer = Answer::status(status, false);
-                answer.response = upstream_response(resp);
+                let mut answer = Answer::new(upstream_response(resp));
                 answer.upstream_took = Some(took);
                 answer.in_flight = Some(in_flight);
                 answer
@@ -190,7 +194,9 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         answer.upstream = Some(addr);
         return answer;
     }
-    last
+    let mut answer = Answer::status(StatusCode::BAD_GATEWAY, false);
+    answer.upstream = refused;
+    answer
 }
 
 fn upstream_response(resp: Response<Leased>) -> Response<body::ProxyBody> {

@@ -187,13 +187,23 @@ impl Scanner {
         }
     }
 
-    /// Appends `bytes` to the pending buffer and lets `parse` try it; `parse` returns how
-    /// many pending bytes it used (`None`: needs more). Returns the unused rest of `bytes`.
+    /// Lets `parse` try the pending bytes followed by `bytes`; `parse` returns how many it
+    /// used (`None`: needs more). Returns the unused rest of `bytes`. Bytes are copied only
+    /// when a head, chunk-size line or trailer section is split across reads.
     fn buffered<'b>(
         &mut self,
         bytes: &'b [u8],
         parse: fn(&mut Self, &[u8]) -> Option<usize>,
     ) -> &'b [u8] {
+        if self.pending.is_empty() {
+            return match parse(self, bytes) {
+                Some(used) => &bytes[used.min(bytes.len())..],
+                None => {
+                    self.keep(bytes.to_vec());
+                    &[]
+                }
+            };
+        }
         let before = self.pending.len();
         self.pending.extend_from_slice(bytes);
         let pending = std::mem::take(&mut self.pending);
@@ -203,13 +213,19 @@ impl Scanner {
                 &bytes[from_bytes.min(bytes.len())..]
             }
             None => {
-                if pending.len() > self.limit {
-                    self.state = State::Off;
-                } else {
-                    self.pending = pending;
-                }
+                self.keep(pending);
                 &[]
             }
+        }
+    }
+
+    /// Keeps an incomplete `part` for the next read, or stops scanning when it is over the
+    /// limit (hyper refuses such a head itself).
+    fn keep(&mut self, part: Vec<u8>) {
+        if part.len() > self.limit {
+            self.state = State::Off;
+        } else {
+            self.pending = part;
         }
     }
 
@@ -230,9 +246,9 @@ impl Scanner {
             }
             return None;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(rest) {
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(rest, &mut headers) {
             Ok(httparse::Status::Partial) => None,
             Err(_) => {
                 self.state = State::Off;

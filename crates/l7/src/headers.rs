@@ -107,7 +107,14 @@ pub fn valid_request_id(value: &[u8]) -> bool {
 pub fn request_id(headers: &HeaderMap, fresh: u128) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
         Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
-        _ => HeaderValue::from_str(&format!("{fresh:032x}")).expect("hex is a valid value"),
+        _ => {
+            let mut hex = [0u8; 32];
+            for (i, digit) in hex.iter_mut().enumerate() {
+                let nibble = (fresh >> (4 * (31 - i))) & 0xf;
+                *digit = b"0123456789abcdef"[nibble as usize];
+            }
+            HeaderValue::from_bytes(&hex).expect("hex is a valid value")
+        }
     }
 }
 

@@ -4,10 +4,9 @@
 
 use crate::config::Limits;
 use crate::conn::{Conn, Scanned};
-use crate::pool::Pool;
 use crate::proxy;
 use crate::state::Shared;
-use crate::worker::{Accepted, Workers};
+use crate::worker::{Accepted, Local, Workers};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -91,8 +90,8 @@ pub async fn accept(listener: TcpListener, workers: Arc<Workers>, tls: Option<Tl
 pub struct Serving {
     /// Shared state.
     pub shared: Arc<Shared>,
-    /// The worker's upstream connections.
-    pub pool: Arc<Pool>,
+    /// The worker's own state.
+    pub local: Arc<Local>,
     /// The worker's connection builder.
     pub builder: Arc<auto::Builder<TokioExecutor>>,
 }
@@ -119,14 +118,14 @@ impl Serving {
     {
         let Serving {
             shared,
-            pool,
+            local,
             builder,
         } = self;
         let conn = Conn::new(client, tls);
         let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
         let io = TokioIo::new(Scanned::new(io, conn.clone(), limit));
         let service = hyper::service::service_fn(move |req| {
-            proxy::handle(shared.clone(), conn.clone(), pool.clone(), req)
+            proxy::handle(shared.clone(), conn.clone(), local.clone(), req)
         });
         if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!("connection from {client}: {e}");

@@ -8,9 +8,9 @@ use crate::conn::Conn;
 use crate::forward::{self, Exchange};
 use crate::framing;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::pool::Pool;
 use crate::state::Shared;
 use crate::upstream::InFlight;
+use crate::worker::Local;
 use flatnet_l7_routes::{host, path, Lookup};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -42,6 +42,17 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer with `response`, by no route or upstream yet.
+    pub fn new(response: Response<ProxyBody>) -> Answer {
+        Answer {
+            response,
+            route: None,
+            upstream: None,
+            upstream_took: None,
+            in_flight: None,
+        }
+    }
+
     /// A short plain-text answer made by the proxy; `close` ends the connection after it.
     pub fn status(status: StatusCode, close: bool) -> Answer {
         let text = format!(
@@ -60,13 +71,7 @@ impl Answer {
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        Answer {
-            response,
-            route: None,
-            upstream: None,
-            upstream_took: None,
-            in_flight: None,
-        }
+        Answer::new(response)
     }
 }
 
@@ -88,38 +93,54 @@ fn raw_host(req: &Request<Incoming>) -> String {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    pool: Arc<Pool>,
+    local: Arc<Local>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let request_id = headers::request_id(req.headers(), fastrand::u128(..));
     let host = raw_host(&req);
-    let record = Record {
-        time: access::epoch_seconds(SystemTime::now()),
-        client: conn.client,
-        method: req.method().to_string(),
-        host: host.clone(),
-        path: req.uri().path().to_string(),
-        route: None,
-        upstream: None,
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration_ms: 0.0,
-        upstream_ms: None,
-        request_id: request_id.to_str().unwrap_or_default().to_string(),
+    // The access log's record, only when there is an access log.
+    let record = match shared.config.access_log {
+        AccessLog::Off => None,
+        AccessLog::Stdout | AccessLog::Sink(_) => Some(Record {
+            time: access::epoch_seconds(SystemTime::now()),
+            client: conn.client,
+            method: req.method().to_string(),
+            host: host.clone(),
+            path: req.uri().path().to_string(),
+            route: None,
+            upstream: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream_ms: None,
+            request_id: request_id.to_str().unwrap_or_default().to_string(),
+        }),
     };
     let meter_in = Arc::new(Meter::default());
-    let answer = answer(&shared, &conn, &pool, req, &host, &request_id, &meter_in).await;
-    Ok(finish(
-        shared, answer, record, request_id, meter_in, started,
-    ))
+    let answer = answer(&shared, &conn, &local, req, &host, &request_id, &meter_in).await;
+    let logged = Logged {
+        record,
+        request_id,
+        meter_in,
+        started,
+    };
+    Ok(finish(shared, local, answer, logged))
+}
+
+/// What [`handle`] knows of a request before its answer.
+struct Logged {
+    record: Option<Record>,
+    request_id: HeaderValue,
+    meter_in: Arc<Meter>,
+    started: Instant,
 }
 
 async fn answer(
     shared: &Arc<Shared>,
     conn: &Arc<Conn>,
-    pool: &Arc<Pool>,
+    local: &Arc<Local>,
     req: Request<Incoming>,
     raw_host: &str,
     request_id: &HeaderValue,
@@ -158,7 +179,7 @@ async fn answer(
         let exchange = Exchange {
             shared,
             conn,
-            pool,
+            local,
             route: &route,
             raw_host,
             target: &target,
@@ -183,12 +204,16 @@ fn redirect(host: &str, target: &str) -> Answer {
 /// body logs the request.
 fn finish(
     shared: Arc<Shared>,
+    local: Arc<Local>,
     answer: Answer,
-    mut record: Record,
-    request_id: HeaderValue,
-    meter_in: Arc<Meter>,
-    started: Instant,
+    logged: Logged,
 ) -> Response<ProxyBody> {
+    let Logged {
+        mut record,
+        request_id,
+        meter_in,
+        started,
+    } = logged;
     let Answer {
         mut response,
         route,
@@ -208,13 +233,19 @@ fn finish(
             }
         }
     }
-    record.status = response.status().as_u16();
-    record.route = route.as_deref().map(str::to_string);
-    record.upstream = upstream;
-    record.upstream_ms = upstream_took.map(access::millis);
+    let status = response.status().as_u16();
+    if let Some(record) = &mut record {
+        record.status = status;
+        record.route = route.as_deref().map(str::to_string);
+        record.upstream = upstream;
+        record.upstream_ms = upstream_took.map(access::millis);
+    }
     let meter_out = Arc::new(Meter::default());
     let done = Done {
         shared,
+        local,
+        route,
+        status,
         record,
         meter_in,
         meter_out: meter_out.clone(),
@@ -227,7 +258,10 @@ fn finish(
 /// Dropped when the response body ends: logs the request and counts it.
 struct Done {
     shared: Arc<Shared>,
-    record: Record,
+    local: Arc<Local>,
+    route: Option<Arc<str>>,
+    status: u16,
+    record: Option<Record>,
     meter_in: Arc<Meter>,
     meter_out: Arc<Meter>,
     started: Instant,
@@ -237,9 +271,11 @@ struct Done {
 impl Drop for Done {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let route = self.record.route.as_deref().unwrap_or("-");
-        self.shared.metrics.request(route, self.record.status, took);
-        let record = &mut self.record;
+        let handles = &self.local.handles;
+        (self.shared.metrics).request(handles, self.route.as_ref(), self.status, took);
+        let Some(record) = &mut self.record else {
+            return;
+        };
         record.duration_ms = access::millis(took);
         record.bytes_in = self.meter_in.bytes.load(Ordering::Relaxed);
         record.bytes_out = self.meter_out.bytes.load(Ordering::Relaxed);

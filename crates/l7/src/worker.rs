@@ -4,6 +4,7 @@
 //! stay on one thread, with no cross-thread wake-ups or locks contended per request.
 
 use crate::listener;
+use crate::metrics::Handles;
 use crate::pool::Pool;
 use crate::state::Shared;
 use std::net::SocketAddr;
@@ -12,6 +13,14 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+
+/// What the requests of one worker share besides [`Shared`].
+pub struct Local {
+    /// The worker's upstream connections.
+    pub pool: Arc<Pool>,
+    /// The worker's metric handles.
+    pub handles: Handles,
+}
 
 /// A client connection accepted by a listener, for a worker to serve.
 pub struct Accepted {
@@ -62,8 +71,12 @@ impl Workers {
 /// One worker: serves the connections it is handed until the queue closes.
 async fn serve(mut queue: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
     let pool = Arc::new(Pool::new(shared.config.upstream_idle_timeout));
-    let builder = Arc::new(listener::builder(&shared.config.limits));
     let sweeper = tokio::spawn(sweep(pool.clone()));
+    let local = Arc::new(Local {
+        pool,
+        handles: Handles::default(),
+    });
+    let builder = Arc::new(listener::builder(&shared.config.limits));
     while let Some(Accepted {
         stream,
         client,
@@ -79,7 +92,7 @@ async fn serve(mut queue: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>
         };
         let conn = listener::Serving {
             shared: shared.clone(),
-            pool: pool.clone(),
+            local: local.clone(),
             builder: builder.clone(),
         };
         tokio::spawn(conn.serve(stream, client, tls));
