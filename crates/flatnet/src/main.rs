@@ -13,6 +13,11 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc: fewer cycles per allocation than glibc's malloc on the proxy's per-request
+/// path, and freed memory goes back to the system instead of staying in per-thread arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flatnet",
