@@ -248,8 +248,13 @@ pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
     std::thread::Builder::new()
         .name("manifests".into())
         .spawn(move || {
+            // Replaced tables, held until this thread has the last reference: a table is
+            // freed by the thread that built it, so the allocator gives its memory back at
+            // once (freed by a proxy worker, it would wait in this thread's heap).
+            let mut retired: Vec<Arc<Table>> = Vec::new();
             while !tx.is_closed() {
                 std::thread::sleep(POLL);
+                retired.retain(|table| Arc::strong_count(table) > 1);
                 match cache.refresh(&path) {
                     Ok(false) => {}
                     Ok(true) => {
@@ -257,7 +262,7 @@ pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
                         for w in table.warnings() {
                             tracing::warn!("{w}");
                         }
-                        tx.send_replace(Arc::new(table));
+                        retired.push(tx.send_replace(Arc::new(table)));
                     }
                     Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
                 }
