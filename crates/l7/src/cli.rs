@@ -47,7 +47,8 @@ pub struct Args {
     /// Admin listener (/metrics, /healthz), or off.
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:10254")]
     pub admin: Listen,
-    /// One JSON line per request on standard output.
+    /// One JSON line per request on standard output (standard error, the pod's log, when
+    /// serving a lab cluster).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub access_log: Toggle,
     /// Add `x-flatnet-route` and `x-flatnet-upstream` to responses (debugging).
