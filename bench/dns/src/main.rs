@@ -122,8 +122,13 @@ fn queries() -> String {
     q
 }
 
+/// The allocator `flatnet dns` runs with.
+#[global_allocator]
+static ALLOCATOR: flatnet_alloc::Allocator = flatnet_alloc::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<()> {
+    flatnet_alloc::return_freed_memory_at_once();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("files") => {

@@ -13,21 +13,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// mimalloc: fewer cycles per allocation than glibc's malloc on the proxy's per-request
-/// path, and freed memory goes back to the system instead of staying in per-thread arenas.
+/// See [`flatnet_alloc`].
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (15 in mimalloc 2, which libmimalloc-sys does not name).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Freed memory goes back to the system at once rather than after mimalloc's default 10 ms:
-/// the L7 proxy frees a whole route table at a time (tens of MiB at 10,000 hosts), and with
-/// the delay its resident size grew past 100 MiB over route changes.
-fn return_freed_memory_at_once() {
-    // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
-}
+static ALLOCATOR: flatnet_alloc::Allocator = flatnet_alloc::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -245,7 +233,7 @@ fn existing(cluster: &str) -> Result<(ClusterDir, flatnet_model::State)> {
 }
 
 fn main() {
-    return_freed_memory_at_once();
+    flatnet_alloc::return_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")
