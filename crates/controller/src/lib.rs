@@ -239,6 +239,18 @@ fn now() -> Option<Time> {
         .map(Time)
 }
 
+/// The addresses in an Ingress's status (where its controller answers).
+pub fn ingress_ips(ingress: &Ingress) -> Vec<std::net::IpAddr> {
+    let status = ingress
+        .status
+        .iter()
+        .filter_map(|s| s.load_balancer.as_ref());
+    let entries = status.flat_map(|lb| lb.ingress.iter().flatten());
+    entries
+        .filter_map(|a| a.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
 /// Gives an Ingress without a class the default IngressClass, as the API server's
 /// DefaultIngressClass admission plugin does (the legacy annotation counts as a class).
 fn default_class(ingress: &mut Ingress, classes: &[IngressClass]) {
@@ -253,13 +265,7 @@ fn default_class(ingress: &mut Ingress, classes: &[IngressClass]) {
     }
     spec.ingress_class_name = classes
         .iter()
-        .find(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(flatnet_l7_routes::DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true")
-        })
+        .find(|c| flatnet_l7_routes::is_default_class(c))
         .and_then(|c| c.metadata.name.clone());
 }
 

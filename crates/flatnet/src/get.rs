@@ -351,13 +351,7 @@ pub fn render(
             for i in &all {
                 let spec = i.spec.clone().unwrap_or_default();
                 let hosts: Vec<String> = spec.rules.iter().flatten().map(|r| r.host.clone().unwrap_or_else(|| "*".into())).collect();
-                let address: Vec<String> = i
-                    .status
-                    .iter()
-                    .filter_map(|s| s.load_balancer.as_ref())
-                    .flat_map(|lb| lb.ingress.iter().flatten())
-                    .filter_map(|a| a.ip.clone().or(a.hostname.clone()))
-                    .collect();
+                let address: Vec<String> = flatnet_controller::ingress_ips(i).iter().map(|ip| ip.to_string()).collect();
                 rows.push(vec![
                     i.metadata.namespace.clone().unwrap_or_default(),
                     i.metadata.name.clone().unwrap_or_default(),
@@ -372,7 +366,7 @@ pub fn render(
         "ingressclasses" | "ingressclass" => {
             let mut rows = vec![["NAME", "CONTROLLER", "DEFAULT"].map(String::from).to_vec()];
             for c in &state.ingress_classes {
-                let default = c.metadata.annotations.as_ref().and_then(|a| a.get(flatnet_l7_routes::DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true");
+                let default = flatnet_l7_routes::is_default_class(c);
                 rows.push(vec![
                     c.metadata.name.clone().unwrap_or_default(),
                     c.spec.as_ref().and_then(|s| s.controller.clone()).unwrap_or_default(),

@@ -4,6 +4,14 @@ use crate::{CONTROLLER, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::collections::HashSet;
 
+/// Whether `class` is annotated as the cluster's default IngressClass.
+pub fn is_default_class(class: &IngressClass) -> bool {
+    let annotations = class.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+        .is_some_and(|value| value == "true")
+}
+
 /// The IngressClasses whose `spec.controller` is [`CONTROLLER`].
 pub struct Classes<'a> {
     names: HashSet<&'a str>,
@@ -24,12 +32,7 @@ impl<'a> Classes<'a> {
         let mut has_default = false;
         for class in ours {
             names.extend(class.metadata.name.as_deref());
-            has_default |= class
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|value| value == "true");
+            has_default |= is_default_class(class);
         }
         Classes { names, has_default }
     }

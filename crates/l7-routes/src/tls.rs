@@ -7,7 +7,17 @@ use k8s_openapi::api::networking::v1::IngressTLS;
 use std::collections::HashSet;
 
 /// The Secret type of TLS certificates.
-const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// The Secret type that carries a certificate and its key.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// A Secret's value from `stringData` (which wins, as the API server folds it into `data`)
+/// or `data`.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    let string_data = secret.string_data.as_ref().and_then(|d| d.get(key));
+    string_data
+        .map(|s| s.as_bytes().to_vec())
+        .or_else(|| secret.data.as_ref()?.get(key).map(|b| b.0.clone()))
+}
 
 /// Collects certificates, Ingress by Ingress; the first claim of a host wins.
 pub(crate) struct Certificates<'a> {
@@ -103,16 +113,7 @@ impl<'a> Certificates<'a> {
             ));
         }
         let field = |key: &str| {
-            let data = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.clone());
-            let string_data = || {
-                let string_data = secret.string_data.as_ref()?;
-                string_data.get(key).map(|s| s.clone().into_bytes())
-            };
-            data.or_else(string_data)
+            secret_value(secret, key)
                 .filter(|pem| is_pem(pem))
                 .ok_or_else(|| format!("secret {namespace}/{name}: {key} is missing or not PEM"))
         };

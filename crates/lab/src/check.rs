@@ -242,13 +242,7 @@ fn ingress_jobs(state: &State) -> Vec<Job> {
     let mut jobs = Vec::new();
     for ing in &state.ingresses {
         let ns = ing.metadata.namespace.clone().unwrap_or_default();
-        let addresses: Vec<IpAddr> = ing
-            .status
-            .iter()
-            .filter_map(|s| s.load_balancer.as_ref())
-            .flat_map(|lb| lb.ingress.iter().flatten())
-            .filter_map(|a| a.ip.as_deref()?.parse().ok())
-            .collect();
+        let addresses = flatnet_controller::ingress_ips(ing);
         let rules = ing.spec.iter().flat_map(|s| s.rules.iter().flatten());
         for rule in rules {
             let host = rule.host.as_deref().map(|h| h.replacen('*', "probe", 1));

@@ -1,11 +1,9 @@
 //! Checks of the L7 kinds: Ingress, IngressClass and `kubernetes.io/tls` Secrets.
 
 use crate::validate::{is_dns_label, is_dns_subdomain, is_port_name, Checker};
+use flatnet_l7_routes::{secret_value, TLS_SECRET_TYPE};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
-
-/// The Secret type that carries a certificate and its key.
-pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Checks an Ingress's rules, backends, TLS entries and flatnet annotations.
 pub fn check_ingress(c: &mut Checker, ingress: &Ingress) {
@@ -156,14 +154,4 @@ pub fn check_secret(c: &mut Checker, secret: &Secret) {
             None => c.fail(format!("data[{key}]"), "required for kubernetes.io/tls"),
         }
     }
-}
-
-/// A Secret's value from `data` or `stringData` (which wins, as in the API server).
-pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|s| s.as_bytes().to_vec())
-        .or_else(|| secret.data.as_ref()?.get(key).map(|b| b.0.clone()))
 }
