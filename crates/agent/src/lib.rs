@@ -54,8 +54,8 @@ pub struct Agent {
     pods: BTreeMap<String, RunningPod>,
     status: NodeStatus,
     prepared: bool,
-    /// The nftables program last applied; `None` forces a full sync.
-    applied_program: Option<flatnet_proxy::render::Program>,
+    /// The nftables table as last applied; `None` forces a full sync.
+    table: Option<flatnet_proxy::table::Table>,
     /// LoadBalancer IPs this node announces.
     announced: Vec<IpAddr>,
     /// The Service flows last programmed.
@@ -74,7 +74,7 @@ impl Agent {
             pods: BTreeMap::new(),
             status: NodeStatus::default(),
             prepared: false,
-            applied_program: None,
+            table: None,
             announced: Vec::new(),
             flows: Vec::new(),
             metrics: Arc::new(serve::Metrics::new()),
@@ -427,12 +427,12 @@ impl Agent {
     pub fn sync_services(&mut self, state: &State) -> Result<()> {
         let started = Instant::now();
         let slices = flatnet_controller::endpoints::slices_from(&self.cfg.cluster, state);
-        let (program, flows) =
-            flatnet_proxy::build(&state.config, &state.services, &slices, &self.cfg.node);
-        let changed = match &self.applied_program {
+        let flows = flatnet_proxy::flows::flows(&state.services, &slices, &self.cfg.node);
+        let changed = match &mut self.table {
             // Partial sync: only what changed since the last program.
-            Some(old) => {
-                let sent = flatnet_proxy::apply::update(old, &program)?;
+            Some(table) => {
+                table.set_all(flows.clone());
+                let sent = flatnet_proxy::apply::update(&table.take_changes())?;
                 if sent {
                     self.metrics.partial_syncs.inc();
                 }
@@ -440,7 +440,11 @@ impl Agent {
             }
             // Full sync at start, after a failure and on every resync (drift is repaired).
             None => {
-                flatnet_proxy::apply::replace(&program)?;
+                let mut table =
+                    flatnet_proxy::table::Table::new(&flatnet_proxy::ranges(&state.config));
+                table.set_all(flows.clone());
+                flatnet_proxy::apply::replace(&table.take_full())?;
+                self.table = Some(table);
                 self.metrics.full_syncs.inc();
                 true
             }
@@ -464,12 +468,10 @@ impl Agent {
             self.metrics
                 .endpoints
                 .set(flows.iter().map(|f| f.backends.len() as i64).sum());
-            let elements: usize = program.elements.values().map(|e| e.len()).sum();
-            self.metrics
-                .rules
-                .set((program.chains.len() + elements) as i64);
+            if let Some(table) = &self.table {
+                self.metrics.rules.set(table.objects() as i64);
+            }
         }
-        self.applied_program = Some(program);
         self.flows = flows;
         self.announce(state, &slices)?;
         self.serve_health_checks(state, &slices)?;
@@ -567,7 +569,7 @@ impl Agent {
             let full = last.elapsed() >= resync;
             if full {
                 // A full resync re-applies everything: someone may have changed our table.
-                self.applied_program = None;
+                self.table = None;
             }
             if changed || full {
                 match self.cfg.cluster.read_state() {
@@ -600,12 +602,12 @@ impl Agent {
             if let Some(state) = &current {
                 // Services change with the state or with any node's report of its pods.
                 let store = self.cfg.cluster.store_mtime(state);
-                if store != services_seen || self.applied_program.is_none() {
+                if store != services_seen || self.table.is_none() {
                     match self.sync_services(state) {
                         Ok(()) => services_seen = store,
                         Err(e) => {
                             tracing::warn!("service sync failed: {e:#}");
-                            self.applied_program = None;
+                            self.table = None;
                         }
                     }
                 }

@@ -1,6 +1,6 @@
 //! Applies programs with `nft -f` in the caller's namespace, one transaction each.
 
-use crate::render::{Program, TABLE};
+use crate::render::TABLE;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -35,25 +35,21 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-/// Full sync: replaces flatnet's table with `program`. The old table is deleted and the new
-/// one defined in the same transaction, so no packet sees a half-made table. Conntrack
-/// entries are untouched: established connections keep their translation.
-pub fn replace(program: &Program) -> Result<()> {
-    let text = format!(
-        "table inet {TABLE}\ndelete table inet {TABLE}\n{}",
-        program.text()
-    );
+/// Full sync: replaces flatnet's table with `table` (its whole text). The old table is
+/// deleted and the new one defined in the same transaction, so no packet sees a half-made
+/// table. Conntrack entries are untouched: established connections keep their translation.
+pub fn replace(table: &str) -> Result<()> {
+    let text = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{table}");
     nft(&["-f", "-"], Some(&text)).map(|_| ())
 }
 
-/// Partial sync: changes the kernel's table from `old` to `new` with only the commands the
-/// difference needs, in one transaction. Returns whether anything was sent.
-pub fn update(old: &Program, new: &Program) -> Result<bool> {
-    let batch = old.diff(new);
+/// Partial sync: sends `batch` (from [`crate::table::Table::take_changes`]) as one
+/// transaction. Returns whether anything was sent.
+pub fn update(batch: &str) -> Result<bool> {
     if batch.is_empty() {
         return Ok(false);
     }
-    nft(&["-f", "-"], Some(&batch))?;
+    nft(&["-f", "-"], Some(batch))?;
     Ok(true)
 }
 

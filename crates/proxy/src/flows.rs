@@ -66,6 +66,18 @@ pub struct Flow {
     pub algorithm: Algorithm,
 }
 
+impl Flow {
+    /// The Service this flow belongs to, `namespace/name`.
+    pub fn service(&self) -> &str {
+        let end = self
+            .id
+            .match_indices('/')
+            .nth(1)
+            .map_or(self.id.len(), |(i, _)| i);
+        &self.id[..end]
+    }
+}
+
 fn proto_name(p: Option<&str>) -> &'static str {
     match p.unwrap_or("TCP") {
         "UDP" => "udp",

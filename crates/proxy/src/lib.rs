@@ -1,6 +1,7 @@
-//! Services on nftables: kube-proxy's nftables mode as a pure function of Services and
-//! EndpointSlices ([`flows`] then [`render`]), applied in one atomic `nft -f` transaction:
-//! the whole table on a full sync, only what changed on a partial one.
+//! Services on nftables: kube-proxy's nftables mode as pure functions of Services and
+//! EndpointSlices ([`flows`], then [`render`] per Service, summed by [`table`]), applied in
+//! one atomic `nft -f` transaction: the whole table on a full sync, only what changed on a
+//! partial one.
 //!
 //! Dispatch is by verdict maps keyed on `address . protocol . port`, so the cost of finding a
 //! Service does not grow with the number of Services.
@@ -11,11 +12,12 @@ pub mod conntrack;
 pub mod flows;
 pub mod maglev;
 pub mod render;
+pub mod table;
 
 use flatnet_model::ClusterConfig;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use render::Program;
+use table::Table;
 
 /// The whole nftables table of node `node`, as text.
 pub fn program(
@@ -27,20 +29,23 @@ pub fn program(
     build(config, services, slices, node).0.text()
 }
 
-/// The program of node `node` and the flows it was made from.
+/// The table of node `node` and the flows it was made from.
 pub fn build(
     config: &ClusterConfig,
     services: &[Service],
     slices: &[EndpointSlice],
     node: &str,
-) -> (Program, Vec<flows::Flow>) {
+) -> (Table, Vec<flows::Flow>) {
     let flows = flows::flows(services, slices, node);
-    let program = render::build(
-        &flows,
-        &render::Ranges {
-            pod_cidrs: &config.pod_cidrs,
-            service_cidrs: &config.service_cidrs,
-        },
-    );
-    (program, flows)
+    let mut table = Table::new(&ranges(config));
+    table.set_all(flows.clone());
+    (table, flows)
+}
+
+/// The cluster's ranges, as the program needs them.
+pub fn ranges(config: &ClusterConfig) -> render::Ranges<'_> {
+    render::Ranges {
+        pod_cidrs: &config.pod_cidrs,
+        service_cidrs: &config.service_cidrs,
+    }
 }

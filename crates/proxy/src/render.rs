@@ -1,10 +1,17 @@
-//! Flows to one nftables table: dispatch by verdict maps keyed on address . protocol . port,
-//! a chain per Service port and per endpoint, as kube-proxy's nftables mode lays it out.
+//! Flows to nftables: dispatch by verdict maps keyed on address . protocol . port, as
+//! kube-proxy's nftables mode lays it out.
 //!
-//! The table is held as a [`Program`]: fixed declarations, set and map elements, and chains
-//! with their rules. [`Program::text`] is the whole table (a full sync); [`Program::diff`]
-//! is the smallest batch of `nft` commands that turns one program into another (a partial
-//! sync), so a change costs in proportion to what changed, not to the number of Services.
+//! Plain ClusterIP ports (random balancing, no affinity, no NodePort or external address:
+//! most Services) get no chain of their own: their dispatch element goes to a chain shared by
+//! every port with the same number of endpoints, which picks `numgen random mod n` (kept in
+//! the connection's mark) and looks the endpoint up in one map keyed by
+//! `address . protocol . port . index`. So the kernel
+//! holds set elements, not chains and rules, per such Service, and `nft` loads and caches
+//! them quickly. The other shapes get a chain per Service port (and per endpoint with
+//! affinity).
+//!
+//! A [`Program`] holds declarations, elements and chains: [`fragment`] makes the one of a
+//! Service's flows, and [`crate::table::Table`] sums them into the node's table.
 
 use crate::flows::{Algorithm, Backend, Flow};
 use ipnet::IpNet;
@@ -72,12 +79,44 @@ fn declarations() -> Vec<(String, String)> {
             "type inet_proto . inet_service : verdict;".to_string(),
         ));
         d.push((format!("hairpin-{f}"), format!("type {t} . {t};")));
+        d.push((
+            format!("endpoints-{f}"),
+            format!("type {t} . inet_proto . inet_service . mark : {t} . inet_service;"),
+        ));
     }
     d
 }
 
 fn is_map(decl: &str) -> bool {
-    decl.contains(": verdict")
+    decl.contains(" : ")
+}
+
+/// Whether flow `f` goes through the shared pick chains and the endpoint map: a plain
+/// ClusterIP port with random balancing, no affinity and endpoints for in-cluster traffic.
+fn shared_pick(f: &Flow, cluster_backends: &[&Backend]) -> bool {
+    f.cluster_ip.is_some()
+        && f.algorithm == Algorithm::Random
+        && f.affinity.is_none()
+        && f.node_port.is_none()
+        && f.lb_ips.is_empty()
+        && f.external_ips.is_empty()
+        && !cluster_backends.is_empty()
+}
+
+/// The chain shared by the plain ClusterIP ports of one family with `n` endpoints.
+fn pick_chain(v4: bool, n: usize) -> (String, Vec<String>) {
+    let (fm, ip) = (fam(v4), ipkw(v4));
+    (
+        format!("pick-{fm}-{n}"),
+        vec![
+            format!("{ip} saddr != @pod-cidrs-{fm} jump mark-for-masquerade"),
+            // The pick is kept in the connection's mark, which the endpoint map is keyed on.
+            format!("ct mark set numgen random mod {n}"),
+            format!(
+                "meta l4proto {{ tcp, udp, sctp }} dnat {ip} addr . port to {ip} daddr . meta l4proto . th dport . ct mark map @endpoints-{fm}"
+            ),
+        ],
+    )
 }
 
 /// Chains every table has, with hooks; they dispatch into the per-Service chains.
@@ -308,6 +347,36 @@ impl Program {
             }
             return;
         }
+        let cluster_backends: Vec<&Backend> = f
+            .backends
+            .iter()
+            .filter(|b| !f.internal_local || b.local)
+            .collect();
+        // A pod reaching itself through the Service is masqueraded (hairpin). That happens
+        // where the connection is translated: on the pod's own node, or on any node for a
+        // NodePort of that node's address.
+        for b in f
+            .backends
+            .iter()
+            .filter(|b| b.local || f.node_port.is_some())
+        {
+            self.element(format!("hairpin-{fm}"), format!("{} . {}", b.ip, b.ip));
+        }
+        if let (Some(vip), true) = (&f.cluster_ip, shared_pick(f, &cluster_backends)) {
+            let (pick, rules) = pick_chain(f.v4, cluster_backends.len());
+            self.element(
+                format!("service-ips-{fm}"),
+                format!("{} : goto {pick}", key(vip)),
+            );
+            for (i, b) in cluster_backends.iter().enumerate() {
+                self.element(
+                    format!("endpoints-{fm}"),
+                    format!("{} . {i} : {} . {}", key(vip), b.ip, b.port),
+                );
+            }
+            self.chains.insert(pick, rules);
+            return;
+        }
         if let Some(vip) = &f.cluster_ip {
             self.element(
                 format!("service-ips-{fm}"),
@@ -318,11 +387,6 @@ impl Program {
         let mut rules = vec![format!(
             "{ip} saddr != @pod-cidrs-{fm} jump mark-for-masquerade"
         )];
-        let cluster_backends: Vec<&Backend> = f
-            .backends
-            .iter()
-            .filter(|b| !f.internal_local || b.local)
-            .collect();
         if cluster_backends.is_empty() {
             rules.push("drop".into());
         } else {
@@ -386,10 +450,6 @@ impl Program {
                 );
             }
         }
-        // A pod reaching itself through the Service is masqueraded (hairpin).
-        for b in &f.backends {
-            self.element(format!("hairpin-{fm}"), format!("{} . {}", b.ip, b.ip));
-        }
         // With ClientIP affinity, one chain per endpoint records its clients.
         if let Some(t) = f.affinity {
             for b in &f.backends {
@@ -410,128 +470,49 @@ impl Program {
             }
         }
     }
-
-    /// The whole table, as `nft -f` takes it.
-    pub fn text(&self) -> String {
-        let mut s = format!("table inet {TABLE} {{\n");
-        for (name, decl) in declarations() {
-            let kind = if is_map(&decl) { "map" } else { "set" };
-            let els = self.elements.get(&name).filter(|e| !e.is_empty());
-            let els = els
-                .map(|e| {
-                    format!(
-                        " elements = {{ {} }}",
-                        e.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                })
-                .unwrap_or_default();
-            s.push_str(&format!("\t{kind} {name} {{ {decl}{els} }}\n"));
-        }
-        for (name, decl) in &self.dynamic_sets {
-            s.push_str(&format!("\tset {name} {{ {decl} }}\n"));
-        }
-        s.push_str(&fixed_chains());
-        for (name, rules) in &self.chains {
-            s.push_str(&format!("\tchain {name} {{\n"));
-            for r in rules {
-                s.push_str(&format!("\t\t{r}\n"));
-            }
-            s.push_str("\t}\n");
-        }
-        s.push_str("}\n");
-        s
-    }
-
-    /// The `nft` commands that turn the kernel's table from `self` into `new`, as one batch
-    /// (one transaction). Empty when nothing changed.
-    pub fn diff(&self, new: &Program) -> String {
-        let mut out = Vec::new();
-        let t = format!("inet {TABLE}");
-        // 1. New sets and chains exist before anything refers to them.
-        for (name, decl) in new
-            .dynamic_sets
-            .iter()
-            .filter(|(n, _)| !self.dynamic_sets.contains_key(*n))
-        {
-            out.push(format!("add set {t} {name} {{ {decl} }}"));
-        }
-        for name in new.chains.keys().filter(|n| !self.chains.contains_key(*n)) {
-            out.push(format!("add chain {t} {name}"));
-        }
-        // 2. Changed and new chains get their rules.
-        for (name, rules) in &new.chains {
-            match self.chains.get(name) {
-                Some(old) if old == rules => continue,
-                Some(_) => out.push(format!("flush chain {t} {name}")),
-                None => {}
-            }
-            for r in rules {
-                out.push(format!("add rule {t} {name} {r}"));
-            }
-        }
-        // 3. Elements: the gone ones out, the new ones in.
-        let empty = BTreeSet::new();
-        let names: BTreeSet<&String> = self.elements.keys().chain(new.elements.keys()).collect();
-        for name in &names {
-            let old = self.elements.get(*name).unwrap_or(&empty);
-            let now = new.elements.get(*name).unwrap_or(&empty);
-            let gone: Vec<&String> = old.difference(now).collect();
-            if !gone.is_empty() {
-                // Deleting a map element names its key only.
-                let keys: Vec<&str> = gone
-                    .iter()
-                    .map(|e| e.split(" : ").next().unwrap_or(e))
-                    .collect();
-                out.push(format!(
-                    "delete element {t} {name} {{ {} }}",
-                    keys.join(", ")
-                ));
-            }
-        }
-        for name in &names {
-            let old = self.elements.get(*name).unwrap_or(&empty);
-            let now = new.elements.get(*name).unwrap_or(&empty);
-            let added: Vec<&String> = now.difference(old).collect();
-            if !added.is_empty() {
-                out.push(format!(
-                    "add element {t} {name} {{ {} }}",
-                    added
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        // 4. Gone chains: emptied first (they may jump to each other), then deleted.
-        let gone: Vec<&String> = self
-            .chains
-            .keys()
-            .filter(|n| !new.chains.contains_key(*n))
-            .collect();
-        for name in &gone {
-            out.push(format!("flush chain {t} {name}"));
-        }
-        for name in &gone {
-            out.push(format!("delete chain {t} {name}"));
-        }
-        for name in self
-            .dynamic_sets
-            .keys()
-            .filter(|n| !new.dynamic_sets.contains_key(*n))
-        {
-            out.push(format!("delete set {t} {name}"));
-        }
-        if out.is_empty() {
-            String::new()
-        } else {
-            out.join("\n") + "\n"
-        }
-    }
 }
 
-/// Builds the program of one node from its flows and the cluster's ranges.
-pub fn build(flows: &[Flow], ranges: &Ranges) -> Program {
+/// The whole table, as `nft -f` takes it: the declarations with `elements` (each sorted),
+/// the affinity `sets`, the fixed chains and `chains`.
+pub fn text(
+    elements: &BTreeMap<&str, Vec<&String>>,
+    sets: &BTreeMap<&str, &str>,
+    chains: &BTreeMap<&str, &[String]>,
+) -> String {
+    use std::fmt::Write;
+    let mut s = format!("table inet {TABLE} {{\n");
+    for (name, decl) in declarations() {
+        let kind = if is_map(&decl) { "map" } else { "set" };
+        let _ = write!(s, "\t{kind} {name} {{ {decl}");
+        if let Some(els) = elements.get(name.as_str()).filter(|e| !e.is_empty()) {
+            s.push_str(" elements = { ");
+            for (i, e) in els.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                s.push_str(e);
+            }
+            s.push_str(" }");
+        }
+        s.push_str(" }\n");
+    }
+    for (name, decl) in sets {
+        let _ = writeln!(s, "\tset {name} {{ {decl} }}");
+    }
+    s.push_str(&fixed_chains());
+    for (name, rules) in chains {
+        let _ = writeln!(s, "\tchain {name} {{");
+        for r in rules.iter() {
+            let _ = writeln!(s, "\t\t{r}");
+        }
+        s.push_str("\t}\n");
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The fragment every table has: the cluster's pod and Service ranges.
+pub fn ranges(ranges: &Ranges) -> Program {
     let mut p = Program::default();
     for v4 in [true, false] {
         let f = fam(v4);
@@ -546,13 +527,14 @@ pub fn build(flows: &[Flow], ranges: &Ranges) -> Program {
             p.element(format!("service-cidrs-{f}"), c.to_string());
         }
     }
+    p
+}
+
+/// The fragment of `flows` (one Service's): its elements, chains and affinity sets.
+pub fn fragment(flows: &[Flow]) -> Program {
+    let mut p = Program::default();
     for f in flows {
         p.add_flow(f);
     }
     p
-}
-
-/// Renders the whole table for one node. Applying it replaces the table atomically.
-pub fn render(flows: &[Flow], ranges: &Ranges) -> String {
-    build(flows, ranges).text()
 }

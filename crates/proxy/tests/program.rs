@@ -5,6 +5,7 @@ use flatnet_model::cluster::{ClusterSpec, NodesSpec};
 use flatnet_model::manifest::parse_documents;
 use flatnet_model::state::{NodeStatus, PodStatus, State};
 use flatnet_model::validate::resolve_cluster;
+use flatnet_proxy::table::Table;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -92,21 +93,34 @@ fn shapes_map_to_the_right_rules() {
         2,
         "PreferDualStack gets one ClusterIP per family"
     );
-    // Dispatch of both families and both protocols, each to its own chain.
+    // A plain ClusterIP Service: dispatch of both families and both protocols to the chain
+    // shared by ports with three endpoints, and its endpoints in the map, by index, with
+    // named ports resolved to the pods' ports.
     for ip in &ips {
+        let fm = if ip.contains(':') { "v6" } else { "v4" };
         assert!(
-            p.contains(&format!("{ip} . tcp . 80 : goto svc-")),
+            p.contains(&format!("{ip} . tcp . 80 : goto pick-{fm}-3")),
             "{ip} tcp"
         );
         assert!(
-            p.contains(&format!("{ip} . udp . 53 : goto svc-")),
+            p.contains(&format!("{ip} . udp . 53 : goto pick-{fm}-3")),
             "{ip} udp"
         );
+        for i in 0..3 {
+            assert!(p.contains(&format!("{ip} . tcp . 80 . {i} : ")), "{ip} {i}");
+        }
+        assert!(
+            !p.contains(&format!("{ip} . tcp . 80 . 3 : ")),
+            "{ip}: three only"
+        );
     }
-    // Three endpoints balanced at random; named ports resolved to the pods' ports.
+    assert!(p.contains(
+        "chain pick-v4-3 {\n\t\tip saddr != @pod-cidrs-v4 jump mark-for-masquerade\n\t\tct mark set numgen random mod 3\n\t\tmeta l4proto { tcp, udp, sctp } dnat ip addr . port to ip daddr . meta l4proto . th dport . ct mark map @endpoints-v4\n"
+    ));
+    assert!(p.contains(" . 8080, ") && p.contains(" . 5353, "));
+    // Three endpoints of the LoadBalancer Service, balanced at random in its own chain.
     assert!(p.contains("numgen random mod 3 0 meta l4proto tcp dnat ip to "));
-    assert!(p.contains("numgen random mod 2 0 meta l4proto udp dnat ip to "));
-    assert!(p.contains(":8080\n") && p.contains(":5353\n"));
+    assert!(p.contains("numgen random mod 2 0 meta l4proto tcp dnat ip to "));
     // Hairpin: each endpoint reaching itself is masqueraded.
     assert!(
         p.contains("set hairpin-v4")
@@ -225,11 +239,10 @@ fn scratch(tag: &str) -> Ns {
 #[test]
 fn partial_sync_reaches_the_same_table_as_a_full_sync() {
     let (state, statuses) = fixture();
-    let prog = |state: &State, statuses: &BTreeMap<String, NodeStatus>| {
+    let flows = |state: &State, statuses: &BTreeMap<String, NodeStatus>| {
         let slices = flatnet_controller::endpoints::slices(state, statuses);
-        flatnet_proxy::build(&state.config, &state.services, &slices, "node1").0
+        flatnet_proxy::flows::flows(&state.services, &slices, "node1")
     };
-    let a = prog(&state, &statuses);
     // B: one endpoint gone (its pod stopped).
     let mut statuses_b = statuses.clone();
     let victim = state
@@ -242,7 +255,6 @@ fn partial_sync_reaches_the_same_table_as_a_full_sync() {
         .unwrap()
         .pods
         .remove(&victim.key());
-    let b = prog(&state, &statuses_b);
     // C: a Service removed, one added, an endpoint back.
     let mut state_c = state.clone();
     state_c
@@ -254,21 +266,32 @@ fn partial_sync_reaches_the_same_table_as_a_full_sync() {
     )])
     .unwrap();
     flatnet_controller::apply(&mut state_c, &extra).unwrap();
-    let c = prog(&state_c, &statuses);
-    assert!(!a.diff(&b).is_empty() && !b.diff(&c).is_empty());
-    assert!(c.diff(&c).is_empty(), "no change, no command");
+
+    let mut table = Table::new(&flatnet_proxy::ranges(&state.config));
+    table.set_all(flows(&state, &statuses));
+    let a = table.take_full();
+    table.set_all(flows(&state, &statuses_b));
+    let a_to_b = table.take_changes();
+    table.set_all(flows(&state_c, &statuses));
+    let b_to_c = table.take_changes();
+    assert!(!a_to_b.is_empty() && !b_to_c.is_empty());
+    table.set_all(flows(&state_c, &statuses));
+    assert_eq!(table.take_changes(), "", "no change, no command");
     // One endpoint going touches only the Services it served, not the whole table.
-    assert!(
-        a.diff(&b).lines().count() * 3 < a.text().lines().count(),
-        "{}",
-        a.diff(&b)
-    );
+    assert!(a_to_b.lines().count() * 3 < a.lines().count(), "{a_to_b}");
 
     let partial = scratch("p");
-    nft_apply(&partial.0, &a.text());
-    nft_apply(&partial.0, &a.diff(&b));
-    nft_apply(&partial.0, &b.diff(&c));
+    nft_apply(&partial.0, &a);
+    nft_apply(&partial.0, &a_to_b);
+    nft_apply(&partial.0, &b_to_c);
     let full = scratch("f");
-    nft_apply(&full.0, &c.text());
+    let c = flatnet_proxy::program(
+        &state_c.config,
+        &state_c.services,
+        &flatnet_controller::endpoints::slices(&state_c, &statuses),
+        "node1",
+    );
+    assert_eq!(table.text(), c, "kept table and a fresh one agree");
+    nft_apply(&full.0, &c);
     assert_eq!(listing(&partial.0), listing(&full.0));
 }

@@ -2,13 +2,18 @@
 //! and, at each N, one Service added and one endpoint changed (partial sync), applied with
 //! `nft` inside a scratch network namespace `flbench-proxy-<pid>` (never the host's).
 //!
+//! A partial sync is driven as kube-proxy's is, by the change: the changed Service's flows
+//! are computed from it and its EndpointSlice, set in the kept table, and only the
+//! difference is sent.
+//!
 //! Usage: flatnet-bench-proxy-sync [N,N,...] [rounds]   (default 1000,10000,30000 and 3)
 
 use anyhow::Result;
 use flatnet_bench_proxy::{median, service, slice, Scratch};
 use flatnet_model::cluster::{ClusterSpec, NodesSpec};
 use flatnet_model::validate::resolve_cluster;
-use flatnet_proxy::render::Program;
+use flatnet_proxy::flows::flows;
+use flatnet_proxy::table::Table;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::time::Instant;
@@ -28,10 +33,19 @@ fn main() -> Result<()> {
         ..Default::default()
     };
     let config = resolve_cluster("bench", "bench", &spec, &[])?;
-    let build = |svcs: &[Service], slices: &[EndpointSlice]| -> (Program, f64) {
+    let node = "node1";
+    let full = |svcs: &[Service], slices: &[EndpointSlice]| -> (Table, String, f64) {
         let start = Instant::now();
-        let p = flatnet_proxy::build(&config, svcs, slices, "node1").0;
-        (p, start.elapsed().as_secs_f64() * 1000.0)
+        let (mut table, _) = flatnet_proxy::build(&config, svcs, slices, node);
+        let text = table.take_full();
+        (table, text, start.elapsed().as_secs_f64() * 1000.0)
+    };
+    // One Service changed: its flows into the kept table, and the commands that follow.
+    let change = |table: &mut Table, svc: &Service, slice: &EndpointSlice| -> String {
+        let flows = flows(std::slice::from_ref(svc), std::slice::from_ref(slice), node);
+        let name = svc.metadata.name.as_deref().unwrap_or_default();
+        table.set_service(&format!("bench/{name}"), flows);
+        table.take_changes()
     };
     println!("| Services | full sync: compute ms | full sync: nft ms | full sync total ms | add one Service: total ms (compute + nft) | change one endpoint: total ms (compute + nft) |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -41,33 +55,29 @@ fn main() -> Result<()> {
         let (mut full_c, mut full_n, mut add_t, mut chg_t) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
             let ns = Scratch::new("proxy")?;
-            let (p, c) = build(&svcs, &slices);
-            let text = p.text();
+            let (mut table, text, c) = full(&svcs, &slices);
             full_n.push(ns.nft(&text)?);
             full_c.push(c);
             // One Service added.
-            let mut svcs2 = svcs.clone();
-            svcs2.push(service(n));
-            let mut slices2 = slices.clone();
-            slices2.push(slice(n, false));
             let start = Instant::now();
-            let (p2, _) = build(&svcs2, &slices2);
-            let batch = p.diff(&p2);
+            let batch = change(&mut table, &service(n), &slice(n, false));
             let compute = start.elapsed().as_secs_f64() * 1000.0;
             let applied = ns.nft(&batch)?;
             eprintln!(
-                "n={n} add: compute {compute:.1} ms, nft {applied:.1} ms, {} commands",
+                "n={n} add: compute {compute:.2} ms, nft {applied:.1} ms, {} commands",
                 batch.lines().count()
             );
             add_t.push(compute + applied);
             // One endpoint of one Service changed.
-            let mut slices3 = slices2.clone();
-            slices3[n / 2] = slice(n / 2, true);
             let start = Instant::now();
-            let (p3, _) = build(&svcs2, &slices3);
-            let batch = p2.diff(&p3);
+            let batch = change(&mut table, &service(n / 2), &slice(n / 2, true));
             let compute = start.elapsed().as_secs_f64() * 1000.0;
-            chg_t.push(compute + ns.nft(&batch)?);
+            let applied = ns.nft(&batch)?;
+            eprintln!(
+                "n={n} change: compute {compute:.2} ms, nft {applied:.1} ms, {} commands",
+                batch.lines().count()
+            );
+            chg_t.push(compute + applied);
         }
         let (c, f) = (median(full_c), median(full_n));
         println!(
