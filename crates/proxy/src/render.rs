@@ -314,34 +314,39 @@ fn balance(f: &Flow, backends: &[&Backend]) -> String {
 }
 
 impl Program {
-    fn element(&mut self, set: String, e: String) {
-        self.elements.entry(set).or_default().insert(e);
+    fn element(&mut self, set: &str, e: String) {
+        match self.elements.get_mut(set) {
+            Some(els) => {
+                els.insert(e);
+            }
+            None => {
+                self.elements.insert(set.to_string(), BTreeSet::from([e]));
+            }
+        }
     }
 
     fn add_flow(&mut self, f: &Flow) {
         let fm = fam(f.v4);
         let ip = ipkw(f.v4);
-        let svc = chain("svc", f);
-        let ext = chain("ext", f);
         let key = |vip: &IpAddr| format!("{vip} . {} . {}", f.proto, f.port);
         let externals: Vec<IpAddr> = f.external_ips.iter().chain(&f.lb_ips).copied().collect();
         if let Some(vip) = &f.cluster_ip {
-            self.element(format!("cluster-ips-{fm}"), vip.to_string());
+            self.element(&format!("cluster-ips-{fm}"), vip.to_string());
         }
         for vip in f.cluster_ip.iter().chain(&externals) {
-            self.element(format!("service-ports-{fm}"), key(vip));
+            self.element(&format!("service-ports-{fm}"), key(vip));
         }
         if f.backends.is_empty() {
             // No endpoint: reject at once (TCP reset, ICMP port unreachable), never time out.
             for vip in f.cluster_ip.iter().chain(&externals) {
                 self.element(
-                    format!("no-endpoint-services-{fm}"),
+                    &format!("no-endpoint-services-{fm}"),
                     format!("{} : goto reject-service", key(vip)),
                 );
             }
             if let Some(np) = f.node_port {
                 self.element(
-                    format!("no-endpoint-nodeports-{fm}"),
+                    &format!("no-endpoint-nodeports-{fm}"),
                     format!("{} . {np} : goto reject-service", f.proto),
                 );
             }
@@ -355,31 +360,30 @@ impl Program {
         // A pod reaching itself through the Service is masqueraded (hairpin). That happens
         // where the connection is translated: on the pod's own node, or on any node for a
         // NodePort of that node's address.
+        let hairpin = format!("hairpin-{fm}");
         for b in f
             .backends
             .iter()
             .filter(|b| b.local || f.node_port.is_some())
         {
-            self.element(format!("hairpin-{fm}"), format!("{} . {}", b.ip, b.ip));
+            self.element(&hairpin, format!("{} . {}", b.ip, b.ip));
         }
         if let (Some(vip), true) = (&f.cluster_ip, shared_pick(f, &cluster_backends)) {
             let (pick, rules) = pick_chain(f.v4, cluster_backends.len());
-            self.element(
-                format!("service-ips-{fm}"),
-                format!("{} : goto {pick}", key(vip)),
-            );
+            let key = key(vip);
+            self.element(&format!("service-ips-{fm}"), format!("{key} : goto {pick}"));
+            let endpoints = format!("endpoints-{fm}");
             for (i, b) in cluster_backends.iter().enumerate() {
-                self.element(
-                    format!("endpoints-{fm}"),
-                    format!("{} . {i} : {} . {}", key(vip), b.ip, b.port),
-                );
+                self.element(&endpoints, format!("{key} . {i} : {} . {}", b.ip, b.port));
             }
             self.chains.insert(pick, rules);
             return;
         }
+        let svc = chain("svc", f);
+        let ext = chain("ext", f);
         if let Some(vip) = &f.cluster_ip {
             self.element(
-                format!("service-ips-{fm}"),
+                &format!("service-ips-{fm}"),
                 format!("{} : goto {svc}", key(vip)),
             );
         }
@@ -419,7 +423,7 @@ impl Program {
             self.chains.insert(ext.clone(), rules);
             if let Some(np) = f.node_port {
                 self.element(
-                    format!("service-nodeports-{fm}"),
+                    &format!("service-nodeports-{fm}"),
                     format!("{} . {np} : goto {ext}", f.proto),
                 );
             }
@@ -439,13 +443,13 @@ impl Program {
             };
             for vip in &f.lb_ips {
                 self.element(
-                    format!("service-ips-{fm}"),
+                    &format!("service-ips-{fm}"),
                     format!("{} : goto {lb_target}", key(vip)),
                 );
             }
             for vip in &f.external_ips {
                 self.element(
-                    format!("service-ips-{fm}"),
+                    &format!("service-ips-{fm}"),
                     format!("{} : goto {ext}", key(vip)),
                 );
             }
@@ -517,14 +521,14 @@ pub fn ranges(ranges: &Ranges) -> Program {
     for v4 in [true, false] {
         let f = fam(v4);
         for c in ranges.pod_cidrs.iter().filter(|c| c.addr().is_ipv4() == v4) {
-            p.element(format!("pod-cidrs-{f}"), c.to_string());
+            p.element(&format!("pod-cidrs-{f}"), c.to_string());
         }
         for c in ranges
             .service_cidrs
             .iter()
             .filter(|c| c.addr().is_ipv4() == v4)
         {
-            p.element(format!("service-cidrs-{f}"), c.to_string());
+            p.element(&format!("service-cidrs-{f}"), c.to_string());
         }
     }
     p

@@ -9,7 +9,8 @@
 
 use crate::flows::Flow;
 use crate::render::{self, Program, Ranges, TABLE};
-use std::collections::{BTreeMap, HashMap};
+use ahash::AHashMap as HashMap;
+use std::collections::BTreeMap;
 
 /// The desired table of one node, with what changed since the kernel last got it.
 #[derive(Default)]
@@ -37,7 +38,7 @@ impl Table {
     /// An empty table (no Service) for a cluster with `ranges`.
     pub fn new(ranges: &Ranges) -> Self {
         let mut t = Table::default();
-        t.add(&render::ranges(ranges));
+        t.add(render::ranges(ranges));
         t
     }
 
@@ -55,7 +56,7 @@ impl Table {
             self.retract(&render::fragment(&old));
         }
         if !flows.is_empty() {
-            self.add(&render::fragment(&flows));
+            self.add(render::fragment(&flows));
             self.services.insert(service.to_string(), flows);
         }
     }
@@ -85,7 +86,7 @@ impl Table {
 
     /// Chains plus set and map elements: what the kernel holds for this table.
     pub fn objects(&self) -> usize {
-        self.chains.len() + self.elements.values().map(HashMap::len).sum::<usize>()
+        self.chains.len() + self.elements.values().map(|e| e.len()).sum::<usize>()
     }
 
     /// The whole table, as `nft -f` takes it (deterministic: sorted by name).
@@ -206,38 +207,46 @@ impl Table {
         }
     }
 
-    fn add(&mut self, p: &Program) {
-        for (set, els) in &p.elements {
-            let counts = self.elements.entry(set.clone()).or_default();
+    fn add(&mut self, p: Program) {
+        let applied = self.applied;
+        for (set, els) in p.elements {
+            let counts = match self.elements.get_mut(&set) {
+                Some(c) => c,
+                None => self.elements.entry(set.clone()).or_default(),
+            };
             for e in els {
-                let n = counts.entry(e.clone()).or_insert(0);
-                if *n == 0 && self.applied {
-                    self.touched_elements
-                        .entry((set.clone(), e.clone()))
-                        .or_insert(false);
+                match counts.get_mut(&e) {
+                    Some(n) => *n += 1,
+                    None => {
+                        if applied {
+                            self.touched_elements
+                                .entry((set.clone(), e.clone()))
+                                .or_insert(false);
+                        }
+                        counts.insert(e, 1);
+                    }
                 }
-                *n += 1;
             }
         }
-        for (name, rules) in &p.chains {
-            match self.chains.get_mut(name) {
+        for (name, rules) in p.chains {
+            match self.chains.get_mut(&name) {
                 Some((_, n)) => *n += 1,
                 None => {
-                    if self.applied {
+                    if applied {
                         self.touched_chains.entry(name.clone()).or_insert(None);
                     }
-                    self.chains.insert(name.clone(), (rules.clone(), 1));
+                    self.chains.insert(name, (rules, 1));
                 }
             }
         }
-        for (name, decl) in &p.dynamic_sets {
-            match self.dynamic_sets.get_mut(name) {
+        for (name, decl) in p.dynamic_sets {
+            match self.dynamic_sets.get_mut(&name) {
                 Some((_, n)) => *n += 1,
                 None => {
-                    if self.applied {
+                    if applied {
                         self.touched_sets.entry(name.clone()).or_insert(false);
                     }
-                    self.dynamic_sets.insert(name.clone(), (decl.clone(), 1));
+                    self.dynamic_sets.insert(name, (decl, 1));
                 }
             }
         }
