@@ -2,6 +2,7 @@
 //! forwarded requests, request duration.
 
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -59,14 +60,23 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, query: &Message, rcode: ResponseCode, forwarded: bool, took: Duration) {
-        self.observe_parts(&query_type(query), rcode, forwarded, took);
+        self.observe_parts(query_type(query), rcode, forwarded, took);
     }
 
-    /// Records one answered request of type `qtype`.
-    pub fn observe_parts(&self, qtype: &str, rcode: ResponseCode, forwarded: bool, took: Duration) {
+    /// Records one answered request of type `qtype` (`None`: no question).
+    pub fn observe_parts(
+        &self,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        forwarded: bool,
+        took: Duration,
+    ) {
         self.requests
             .get_or_create(&vec![
-                ("type".into(), qtype.to_string()),
+                (
+                    "type".into(),
+                    qtype.map_or_else(|| "none".into(), |t| t.to_string()),
+                ),
                 ("rcode".into(), rcode.to_str().to_uppercase()),
             ])
             .inc();
@@ -90,13 +100,9 @@ impl Metrics {
     }
 }
 
-/// The type of a query's first question, as metrics label it.
-pub fn query_type(query: &Message) -> String {
-    query
-        .queries
-        .first()
-        .map(|q| q.query_type().to_string())
-        .unwrap_or_else(|| "none".into())
+/// The type of a query's first question.
+pub fn query_type(query: &Message) -> Option<RecordType> {
+    query.queries.first().map(|q| q.query_type())
 }
 
 impl Default for Metrics {

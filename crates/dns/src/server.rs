@@ -188,8 +188,8 @@ async fn handle(
         if let Some(e) = metrics.answers(max_udp).get(zone_id, packet) {
             metrics
                 .counters
-                .observe_parts(&e.qtype, e.rcode, false, started.elapsed());
-            return Some(e.reply);
+                .observe_parts(e.qtype, e.rcode, false, started.elapsed());
+            return Some(e.reply.into_vec());
         }
     }
     let query = match Message::from_vec(packet) {
@@ -226,7 +226,7 @@ async fn handle(
             let bytes = resp.to_vec().ok()?;
             if is_query && !chased {
                 let entry = Entry {
-                    reply: bytes.clone(),
+                    reply: bytes.as_slice().into(),
                     qtype: crate::metrics::query_type(&query),
                     rcode: resp.metadata.response_code,
                 };

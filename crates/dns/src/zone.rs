@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
@@ -24,58 +25,91 @@ const MAX_TCP: usize = u16::MAX as usize;
 /// The plain UDP limit without EDNS0 (RFC 1035).
 const MIN_UDP: usize = 512;
 
-/// The data owned by one name; a node without data is an empty non-terminal (NODATA).
-#[derive(Debug, Clone, Default)]
-struct Node {
-    a: Vec<Ipv4Addr>,
-    aaaa: Vec<Ipv6Addr>,
-    srv: Vec<SRV>,
-    ptr: Vec<Name>,
-    txt: Vec<String>,
-    cname: Option<Name>,
+/// One record of a node. Names a record points to are shared (`Arc`): a Service's name is
+/// the target of its SRV records and of its PTR records.
+#[derive(Debug, Clone, PartialEq)]
+enum Rec {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv { port: u16, target: Arc<Name> },
+    Ptr(Arc<Name>),
+    Txt(Box<str>),
+    Cname(Arc<Name>),
 }
 
-fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
-    if !v.contains(&x) {
-        v.push(x);
-    }
-}
+/// The data owned by one name, in insertion order; a node without data is an empty
+/// non-terminal (NODATA). Kept compact: a zone holds several nodes per Service.
+#[derive(Debug, Clone, Default)]
+struct Node(Vec<Rec>);
 
 impl Node {
-    fn add_ip(&mut self, ip: IpAddr) {
-        match ip {
-            IpAddr::V4(v4) => push_unique(&mut self.a, v4),
-            IpAddr::V6(v6) => push_unique(&mut self.aaaa, v6),
+    fn push(&mut self, r: Rec) {
+        if !self.0.contains(&r) {
+            self.0.push(r);
         }
     }
 
-    /// The record data of `qtype` (all types for ANY).
+    fn add_ip(&mut self, ip: IpAddr) {
+        self.push(match ip {
+            IpAddr::V4(v4) => Rec::A(v4),
+            IpAddr::V6(v6) => Rec::Aaaa(v6),
+        });
+    }
+
+    fn cname(&self) -> Option<&Name> {
+        self.0.iter().find_map(|r| match r {
+            Rec::Cname(t) => Some(&**t),
+            _ => None,
+        })
+    }
+
+    /// The record data of `qtype` (all types for ANY), grouped by type: CNAME, A, AAAA,
+    /// SRV, PTR, TXT.
     fn rdata(&self, qtype: RecordType) -> Vec<RData> {
         let any = qtype == RecordType::ANY;
         let mut out = Vec::new();
-        if any || qtype == RecordType::CNAME {
-            out.extend(self.cname.iter().map(|t| RData::CNAME(CNAME(t.clone()))));
-        }
-        if any || qtype == RecordType::A {
-            out.extend(self.a.iter().map(|ip| RData::A(A(*ip))));
-        }
-        if any || qtype == RecordType::AAAA {
-            out.extend(self.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))));
-        }
-        if any || qtype == RecordType::SRV {
-            out.extend(self.srv.iter().cloned().map(RData::SRV));
-        }
-        if any || qtype == RecordType::PTR {
-            out.extend(self.ptr.iter().map(|t| RData::PTR(PTR(t.clone()))));
-        }
-        if any || qtype == RecordType::TXT {
-            out.extend(
-                self.txt
-                    .iter()
-                    .map(|t| RData::TXT(TXT::new(vec![t.clone()]))),
-            );
+        for t in [
+            RecordType::CNAME,
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::SRV,
+            RecordType::PTR,
+            RecordType::TXT,
+        ] {
+            if !any && qtype != t {
+                continue;
+            }
+            for r in &self.0 {
+                let rd = match (t, r) {
+                    (RecordType::CNAME, Rec::Cname(n)) => RData::CNAME(CNAME((**n).clone())),
+                    (RecordType::A, Rec::A(ip)) => RData::A(A(*ip)),
+                    (RecordType::AAAA, Rec::Aaaa(ip)) => RData::AAAA(AAAA(*ip)),
+                    (RecordType::SRV, Rec::Srv { port, target }) => {
+                        RData::SRV(SRV::new(0, 100, *port, (**target).clone()))
+                    }
+                    (RecordType::PTR, Rec::Ptr(n)) => RData::PTR(PTR((**n).clone())),
+                    (RecordType::TXT, Rec::Txt(t)) => RData::TXT(TXT::new(vec![t.to_string()])),
+                    _ => continue,
+                };
+                out.push(rd);
+            }
         }
         out
+    }
+}
+
+/// The index key of a name: lowercase, in presentation form, relative to `origin` when
+/// under it (`svc1.ns1.svc`; the origin itself is ``), else fully qualified with its final
+/// dot (`1.0.43.10.in-addr.arpa.`), so the two kinds never collide. Dropping the cluster
+/// domain keeps most keys short.
+fn key(name: &Name, origin: &str) -> Box<str> {
+    let mut n = name.to_lowercase();
+    n.set_fqdn(true);
+    let text = n.to_string();
+    match text.strip_suffix(origin) {
+        Some("") => "".into(),
+        Some(rel) if rel.ends_with('.') => rel[..rel.len() - 1].into(),
+        _ => text.into_boxed_str(),
     }
 }
 
@@ -110,7 +144,9 @@ pub struct Zone {
     ns_name: Name,
     hostmaster: Name,
     serial: u32,
-    nodes: HashMap<Name, Node>,
+    nodes: HashMap<Box<str>, Node>,
+    /// The origin in presentation form (`cluster.local.`), as keys are made relative to it.
+    origin_text: String,
     pods: HashSet<(String, IpAddr)>,
     id: u64,
     synced: bool,
@@ -134,6 +170,7 @@ impl Zone {
             pod_base: name(&["pod"]),
             ns_name: name(&["ns", "dns"]),
             hostmaster: name(&["hostmaster"]),
+            origin_text: origin.to_string(),
             origin: origin.clone(),
             serial,
             nodes: HashMap::new(),
@@ -176,31 +213,36 @@ impl Zone {
         let mut name = name.clone();
         name.set_fqdn(true);
         self.origin.zone_of(&name)
-            || (reverse_zone(&name).is_some() && self.nodes.contains_key(&name))
+            || (reverse_zone(&name).is_some()
+                && self.nodes.contains_key(&key(&name, &self.origin_text)))
     }
 
-    fn node_mut(&mut self, name: Name) -> &mut Node {
-        if self.origin.zone_of(&name) {
+    fn node_mut(&mut self, name: &Name) -> &mut Node {
+        if self.origin.zone_of(name) {
             let mut parent = name.base_name();
             while parent.num_labels() > self.origin.num_labels() {
                 let next = parent.base_name();
-                self.nodes.entry(parent).or_default();
+                self.nodes
+                    .entry(key(&parent, &self.origin_text))
+                    .or_default();
                 parent = next;
             }
-            self.nodes.entry(self.origin.clone()).or_default();
+            self.nodes.entry("".into()).or_default();
         }
-        self.nodes.entry(name).or_default()
+        self.nodes.entry(key(name, &self.origin_text)).or_default()
     }
 
     fn build(&mut self, snap: Snapshot) {
         let origin = self.origin.clone();
         let pods_enabled = self.cfg.pods != PodsMode::Disabled;
-        self.node_mut(origin.clone());
+        self.node_mut(&origin);
         let version = under(&["dns-version"], &origin).expect("valid constant labels");
-        self.node_mut(version).txt.push(SCHEMA_VERSION.to_string());
-        self.node_mut(under(&["svc"], &origin).expect("valid constant labels"));
+        self.node_mut(&version)
+            .push(Rec::Txt(SCHEMA_VERSION.into()));
+        self.node_mut(&under(&["svc"], &origin).expect("valid constant labels"));
         if pods_enabled {
-            self.node_mut(self.pod_base.clone());
+            let pod_base = self.pod_base.clone();
+            self.node_mut(&pod_base);
         }
 
         let namespaces: HashSet<String> = snap
@@ -213,13 +255,13 @@ impl Zone {
         for ns in &namespaces {
             match under(&[ns, "svc"], &origin) {
                 Some(n) => {
-                    self.node_mut(n);
+                    self.node_mut(&n);
                 }
                 None => warn!(namespace = %ns, "namespace is not a DNS label, skipped"),
             }
             if pods_enabled {
                 if let Some(n) = under(&[ns], &self.pod_base) {
-                    self.node_mut(n);
+                    self.node_mut(&n);
                 }
             }
         }
@@ -240,7 +282,6 @@ impl Zone {
                 .push(ep);
         }
 
-        let mk_srv = |port: u16, target: &Name| SRV::new(0, 100, port, target.clone());
         for svc in &snap.services {
             let Some(svc_name) = under(&[&svc.name, &svc.namespace, "svc"], &origin) else {
                 warn!(namespace = %svc.namespace, service = %svc.name, "Service name is not a DNS name, skipped");
@@ -250,7 +291,7 @@ impl Zone {
                 match Name::from_ascii(ext) {
                     Ok(mut target) => {
                         target.set_fqdn(true);
-                        self.node_mut(svc_name).cname = Some(target);
+                        self.node_mut(&svc_name).push(Rec::Cname(Arc::new(target)));
                     }
                     Err(e) => {
                         warn!(service = %svc_name, external_name = %ext, error = %e, "bad externalName, skipped")
@@ -275,23 +316,25 @@ impl Zone {
                 if svc.cluster_ips.is_empty() {
                     continue;
                 }
-                let node = self.node_mut(svc_name.clone());
+                let target = Arc::new(svc_name.clone());
+                let srv = |port: u16| Rec::Srv {
+                    port,
+                    target: target.clone(),
+                };
+                let node = self.node_mut(&svc_name);
                 for ip in &svc.cluster_ips {
                     node.add_ip(*ip);
                 }
                 for p in &svc.ports {
-                    push_unique(&mut node.srv, mk_srv(p.port, &svc_name));
+                    node.push(srv(p.port));
                 }
                 for (p, pn) in svc.ports.iter().zip(&port_names) {
                     if let Some(pn) = pn {
-                        push_unique(
-                            &mut self.node_mut(pn.clone()).srv,
-                            mk_srv(p.port, &svc_name),
-                        );
+                        self.node_mut(pn).push(srv(p.port));
                     }
                 }
                 for ip in &svc.cluster_ips {
-                    push_unique(&mut self.node_mut(reverse(*ip)).ptr, svc_name.clone());
+                    self.node_mut(&reverse(*ip)).push(Rec::Ptr(target.clone()));
                 }
                 continue;
             }
@@ -310,10 +353,12 @@ impl Zone {
                     warn!(service = %svc_name, hostname = %host, "endpoint hostname is not a DNS label, skipped");
                     continue;
                 };
-                self.node_mut(ep_name.clone()).add_ip(ep.ip);
-                self.node_mut(svc_name.clone()).add_ip(ep.ip);
+                self.node_mut(&ep_name).add_ip(ep.ip);
+                self.node_mut(&svc_name).add_ip(ep.ip);
+                let ep_name = Arc::new(ep_name);
                 if ep.hostname.is_some() {
-                    push_unique(&mut self.node_mut(reverse(ep.ip)).ptr, ep_name.clone());
+                    self.node_mut(&reverse(ep.ip))
+                        .push(Rec::Ptr(ep_name.clone()));
                 }
                 for (sp, pn) in svc.ports.iter().zip(&port_names) {
                     let Some(target_port) = ep.ports.iter().find(|p| {
@@ -322,14 +367,21 @@ impl Zone {
                     }) else {
                         continue;
                     };
-                    let srv = mk_srv(target_port.port, &ep_name);
-                    push_unique(&mut self.node_mut(svc_name.clone()).srv, srv.clone());
+                    let srv = Rec::Srv {
+                        port: target_port.port,
+                        target: ep_name.clone(),
+                    };
+                    self.node_mut(&svc_name).push(srv.clone());
                     if let Some(pn) = pn {
-                        push_unique(&mut self.node_mut(pn.clone()).srv, srv);
+                        self.node_mut(pn).push(srv);
                     }
                 }
             }
         }
+        for node in self.nodes.values_mut() {
+            node.0.shrink_to_fit();
+        }
+        self.nodes.shrink_to_fit();
     }
 
     /// Answer `query`.
@@ -397,7 +449,7 @@ impl Zone {
     fn lookup(&self, name: &Name) -> Option<Cow<'_, Node>> {
         let mut lname = name.to_lowercase();
         lname.set_fqdn(true);
-        if let Some(node) = self.nodes.get(&lname) {
+        if let Some(node) = self.nodes.get(&key(&lname, &self.origin_text)) {
             return Some(Cow::Borrowed(node));
         }
         if self.cfg.pods == PodsMode::Disabled
@@ -426,7 +478,7 @@ impl Zone {
                 resp.add_authority(self.soa(&owner));
                 return;
             };
-            if let Some(target) = &node.cname {
+            if let Some(target) = node.cname() {
                 if !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
                     resp.add_answer(Record::from_rdata(
                         owner.clone(),
@@ -456,7 +508,9 @@ impl Zone {
             let mut targets: Vec<Name> = Vec::new();
             for rd in rdata {
                 if let RData::SRV(srv) = &rd {
-                    push_unique(&mut targets, srv.target.clone());
+                    if !targets.contains(&srv.target) {
+                        targets.push(srv.target.clone());
+                    }
                 }
                 resp.add_answer(Record::from_rdata(owner.clone(), ttl, rd));
             }
