@@ -126,9 +126,14 @@ fn queries() -> String {
 #[global_allocator]
 static ALLOCATOR: flatnet_alloc::Allocator = flatnet_alloc::Allocator;
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Before the runtime's threads allocate, as `flatnet dns` does before it starts one.
     flatnet_alloc::return_freed_memory_at_once();
+    flatnet_alloc::small_pages_only();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("files") => {

@@ -3,7 +3,8 @@
 //! allocation than glibc's malloc on the L7 proxy's per-request path, set to give freed
 //! memory back to the system at once. Use it as
 //! `#[global_allocator] static A: flatnet_alloc::Allocator = flatnet_alloc::Allocator;` and
-//! call [`return_freed_memory_at_once`] first thing in `main`.
+//! call [`return_freed_memory_at_once`] first thing in `main`; servers whose resident size
+//! is a target (the DNS server) also call [`small_pages_only`].
 
 /// The global allocator type.
 pub use mimalloc::MiMalloc as Allocator;
@@ -17,4 +18,15 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 pub fn return_freed_memory_at_once() {
     // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// No transparent huge pages for this process (and its children): memory becomes resident
+/// 4 KiB at a time instead of 2 MiB. mimalloc's arenas are eligible for huge pages, and a
+/// huge page is resident as a whole for the few objects in it: the DNS server with 10,000
+/// Services was ~6.5 MiB larger idle and ~7 MiB larger after a load run with them, at the
+/// same queries per second. Changes only this process's memory, never a system setting.
+pub fn small_pages_only() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("flatnet: transparent huge pages stay on: {e}");
+    }
 }

@@ -491,6 +491,7 @@ fn run(cmd: Cmd) -> Result<i32> {
             upstream,
             pods,
         } => {
+            flatnet_alloc::small_pages_only();
             let dir = ClusterDir::new(&cluster);
             let domain = dir.read_state()?.config.cluster_domain;
             let pods = match pods {
