@@ -80,6 +80,11 @@ for q in 'svc42.ns3.svc.cluster.local A' 'headless.ns7.svc.cluster.local A' 'mis
   done
 done
 
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Resident size with the zone loaded, before any load.
+FL_IDLE=$(rss "$FL_PID")
+KN_IDLE=$(rss "$KN_PID")
+
 echo "machine: $(nproc) cores, shared by dnsperf and the server under test"
 echo "dnsperf: -l $SECS -c $CLIENTS -T $THREADS, no rate limit, $ROUNDS rounds alternating"
 HZ=$(getconf CLK_TCK)
@@ -107,17 +112,17 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 FL_RSS=$(rss "$FL_PID")
 KN_RSS=$(rss "$KN_PID")
 echo
-printf '%-8s %12s %16s %22s %10s\n' server qps_median avg_latency_ms queries_per_cpu_s_med rss_kib
+printf '%-8s %12s %16s %22s %14s %10s\n' server qps_median avg_latency_ms queries_per_cpu_s_med rss_idle_kib rss_kib
 for name in flatnet knot; do
   med_qps=$(awk -v n=$name '$1==n {print $2}' "$TMP/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   med_lat=$(awk -v n=$name '$1==n {print $3*1000}' "$TMP/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   med_cpu=$(awk -v n=$name '$1==n {print $4}' "$TMP/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   r=$FL_RSS; [ $name = knot ] && r=$KN_RSS
-  printf '%-8s %12.0f %16s %22s %10s\n' "$name" "$med_qps" "$med_lat" "$med_cpu" "$r"
+  i=$FL_IDLE; [ $name = knot ] && i=$KN_IDLE
+  printf '%-8s %12.0f %16s %22s %14s %10s\n' "$name" "$med_qps" "$med_lat" "$med_cpu" "$i" "$r"
   echo "$name $med_qps" >>"$TMP/medians"
 done
 awk '{q[$1]=$2} END {printf "ratio flatnet/knot (QPS median): %.2f\n", q["flatnet"]/q["knot"]}' "$TMP/medians"
