@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Diagnostic for bench/throughput.sh: what does a netfilter ruleset like flatnet's service
 # proxy (conntrack "ct state new" at priority -110, empty nat hooks) cost on the hand-built
-# vxlan cross-node path? Two node namespaces joined by a veth, a pod on each, iperf3
-# 1 stream 5 s; RUNS pairs alternate: no ruleset / ruleset in both nodes.
+# vxlan cross-node path, and how much of that would skipping conntrack for pod-to-pod
+# traffic give back? Two node namespaces joined by a veth, a pod on each, iperf3 1 stream
+# 5 s; RUNS rounds alternate: no ruleset / the ruleset in both nodes / plus a raw-priority
+# `notrack` for packets from a local pod to a remote pod (the sender's side) / plus
+# `notrack` for all pod <-> pod packets on both nodes (not usable as is: replies of
+# Service connections need conntrack; an upper bound).
 # Run as root:  bench/netfilter-ab.sh      (RUNS=5)
 # Everything lives in namespaces flbench-a-*; the iperf3 server is killed by PID on exit.
 set -euo pipefail
@@ -46,14 +50,34 @@ table inet t {
 }
 NFT
 done; }
+nt_on() { for i in 1 2; do ip netns exec flbench-a-n$i nft -f - <<NFT
+table inet r {
+  chain raw { type filter hook prerouting priority -300; policy accept;
+    iifname "v*" ip saddr 10.42.$((i-1)).0/24 ip daddr 10.42.0.0/16 ip daddr != 10.42.$((i-1)).0/24 notrack
+  }
+}
+NFT
+done; }
+nt_off() { for i in 1 2; do ip netns exec flbench-a-n$i nft delete table inet r; done; }
+both_on() { for i in 1 2; do ip netns exec flbench-a-n$i nft -f - <<NFT
+table inet r {
+  chain raw { type filter hook prerouting priority -300; policy accept;
+    ip saddr 10.42.0.0/16 ip daddr 10.42.0.0/16 notrack
+  }
+}
+NFT
+done; }
 nft_off() { for i in 1 2; do ip netns exec flbench-a-n$i nft delete table inet t; done; }
 run() { ip netns exec flbench-a-c2 timeout 30 iperf3 -c 10.42.0.2 -t 5 -O 1 -J | python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'; }
-off=() on=()
-for ((r = 1; r <= RUNS; r++)); do off+=($(run)); nft_on; on+=($(run)); nft_off; done
+off=() on=() nt=() both=()
+for ((r = 1; r <= RUNS; r++)); do off+=($(run)); nft_on; on+=($(run)); nt_on; nt+=($(run)); nt_off; both_on; both+=($(run)); nt_off; nft_off; done
 med() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo "| node netfilter | Mbit/s (runs) | median |"
 echo "|---|---|---|"
 echo "| none | ${off[*]} | $(med "${off[@]}") |"
 echo "| conntrack + nat hooks | ${on[*]} | $(med "${on[@]}") |"
+echo "| + notrack local pod -> remote pod (sender side) | ${nt[*]} | $(med "${nt[@]}") |"
+echo "| + notrack all pod <-> pod (both sides) | ${both[*]} | $(med "${both[@]}") |"
 echo
+echo "ratio notrack both sides / without: $(awk -v a="$(med "${both[@]}")" -v b="$(med "${off[@]}")" 'BEGIN { printf "%.3f", a / b }')"
 echo "ratio with / without: $(awk -v a="$(med "${on[@]}")" -v b="$(med "${off[@]}")" 'BEGIN { printf "%.2f", a / b }')"
