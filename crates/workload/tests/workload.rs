@@ -460,13 +460,19 @@ fn probe_times_out_where_packets_vanish() {
 #[test]
 fn socket_in_netns_creates_the_socket_inside_the_namespace() {
     let ns = Netns::new("s");
-    let server = NetnsServer::start(&ns, vec![(Protocol::Tcp, 0), (Protocol::Udp, 0)]);
-    let (tcp, udp) = (server.ports[0], server.ports[1]);
-    // Hold the TCP port in this namespace without listening, so nothing here
-    // answers on it (connections are refused) while the test runs.
+    // Hold the server's TCP port in this namespace without listening, so nothing here
+    // answers on it (connections are refused) while the test runs. The server's port is
+    // picked inside its namespace, so it may be taken here (another test, another
+    // program): then the server gets another one.
     let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    hold.bind(&SocketAddr::from(([127, 0, 0, 1], tcp)).into())
-        .expect("port free here");
+    let server = (0..20)
+        .map(|_| NetnsServer::start(&ns, vec![(Protocol::Tcp, 0), (Protocol::Udp, 0)]))
+        .find(|server| {
+            hold.bind(&SocketAddr::from(([127, 0, 0, 1], server.ports[0])).into())
+                .is_ok()
+        })
+        .expect("a server port that is free here too");
+    let (tcp, udp) = (server.ports[0], server.ports[1]);
 
     let timeout = Duration::from_secs(3);
     for (protocol, addr) in [
