@@ -5,10 +5,9 @@
 //! most Services) get no chain of their own: their dispatch element goes to a chain shared by
 //! every port with the same number of endpoints, which picks `numgen random mod n` (kept in
 //! the connection's mark) and looks the endpoint up in one map keyed by
-//! `address . protocol . port . index`. So the kernel
-//! holds set elements, not chains and rules, per such Service, and `nft` loads and caches
-//! them quickly. The other shapes get a chain per Service port (and per endpoint with
-//! affinity).
+//! `address . protocol . port . index`. So the kernel holds set elements, not chains and
+//! rules, per such Service, and `nft` loads and caches them quickly. The other shapes get a
+//! chain per Service port (and per endpoint with affinity).
 //!
 //! A [`Program`] holds declarations, elements and chains: [`fragment`] makes the one of a
 //! Service's flows, and [`crate::table::Table`] sums them into the node's table.
@@ -32,7 +31,7 @@ pub struct Ranges<'a> {
     pub service_cidrs: &'a [IpNet],
 }
 
-/// One node's table, structured for diffing.
+/// Part of a node's table (one Service's, or the ranges'): elements, affinity sets, chains.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Program {
     /// Elements of each set and map, by its name.
