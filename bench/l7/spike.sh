@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# How fast can an HTTP/1.1 proxy on tokio be here? flatnet's proxy, nginx (Debian's) and the
+# leanest tokio proxy (bench/l7/spike: no routing, no limits; multi-threaded runtime, and one
+# single-threaded runtime per core) in front of the same nginx backend, wrk 64 connections
+# keep-alive, ROUNDS rounds alternating. Prints "port req/s p99" lines and the medians.
+#
+# Safety: everything listens on 127.0.0.1 (ports 42001-42041); no sysctl or network change;
+# only the PIDs started here are killed, on exit and on error.
+#
+# Usage: bash bench/l7/spike.sh       Env: ROUNDS=3 D=8 (seconds per wrk run)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3}
+D=${D:-8}
+cargo build --release -p flatnet --quiet
+cargo build --release --quiet --manifest-path bench/l7/spike/Cargo.toml --target-dir target/spike
+SPIKE=target/spike/release/flatnet-l7-spike
+TMP=$(mktemp -d /tmp/flatnet-l7-spike.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+python3 bench/l7/l7bench.py gen "$TMP" --b1 42001 --b2 42002 --bnew 42003 --bh2 42004 --btls 42005 \
+  --nginx-http 42010 --nginx-h2c 42011 --nginx-tls 42012 --nginx-large 42013 \
+  --haproxy-http 42020 --haproxy-h2c 42021 --haproxy-tls 42022 --hosts-small 10 --hosts-large 10 \
+  --proxy-workers 2 --backend-workers 2 >/dev/null
+nginx -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log" & PIDS+=($!)
+nginx -c "$TMP/nginx10/nginx.conf" -e "$TMP/nginx10/error.log" & PIDS+=($!)
+target/release/flatnet l7 -f "$TMP/flatnet10/manifests" --http 127.0.0.1:42030 --https off \
+  --admin off --access-log off & PIDS+=($!)
+"$SPIKE" 127.0.0.1:42040 127.0.0.1:42001 & PIDS+=($!)
+"$SPIKE" 127.0.0.1:42041 127.0.0.1:42001 per-core & PIDS+=($!)
+H="Host: host-00005.example.com"
+for p in 42010 42030 42040 42041; do
+  ok=0
+  for _ in $(seq 50); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" "http://127.0.0.1:$p/api/items")" = 200 ]; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ $ok = 1 ] || { echo "nothing answers 200 on $p" >&2; exit 1; }
+done
+: >"$TMP/results"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for p in 42010 42030 42040 42041; do
+    line=$(wrk -c64 -t2 -d"${D}s" --latency -H "$H" "http://127.0.0.1:$p/api/items" |
+      awk '/Requests\/sec/ {rps=$2} /99%/ {p99=$2} END {print rps, p99}')
+    echo "$p $line" | tee -a "$TMP/results"
+  done
+done
+echo
+echo "medians: 42010 nginx, 42030 flatnet l7, 42040 spike (multi-threaded), 42041 spike (per core)"
+for p in 42010 42030 42040 42041; do
+  awk -v p=$p '$1==p {print $2}' "$TMP/results" | sort -n |
+    awk -v p=$p '{a[NR]=$1} END {printf "%s %.0f req/s\n", p, a[int((NR+1)/2)]}'
+done
