@@ -5,7 +5,6 @@ use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -82,29 +81,15 @@ impl Scratch {
         Ok(Scratch(name))
     }
 
-    /// Runs `nft -f -` with `text` inside, started from a thread in the namespace as the
-    /// node agent starts it (no `ip netns exec`, which costs milliseconds of its own);
-    /// returns milliseconds.
-    pub fn nft(&self, text: &str) -> Result<f64> {
-        let text = text.to_string();
+    /// Runs `f` on a thread inside the namespace, so that the `nft` it starts (through
+    /// `flatnet_proxy::apply`, as the node agent applies its table from inside its node) runs
+    /// there; returns milliseconds.
+    pub fn timed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<f64> {
         let start = Instant::now();
-        flatnet_netlink::netns::run_in(&flatnet_netlink::netns::path(&self.0), move || {
-            let mut child = Command::new("nft")
-                .args(["-f", "-"])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .expect("piped")
-                .write_all(text.as_bytes())?;
-            let out = child.wait_with_output()?;
-            if !out.status.success() {
-                bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(())
-        })?;
+        flatnet_netlink::netns::run_in(&flatnet_netlink::netns::path(&self.0), f)?;
         Ok(start.elapsed().as_secs_f64() * 1000.0)
     }
 }

@@ -19,11 +19,11 @@ pub struct Table {
     /// retracted, rather than kept).
     services: HashMap<String, Vec<Flow>>,
     /// Elements of each set and map, with how many fragments hold each.
-    elements: HashMap<String, HashMap<String, u32>>,
+    elements: HashMap<String, Counted<()>>,
     /// Chains: rules, and how many fragments hold each.
-    chains: HashMap<String, (Vec<String>, u32)>,
+    chains: Counted<Vec<String>>,
     /// Per-endpoint affinity sets: declaration, and how many fragments hold each.
-    dynamic_sets: HashMap<String, (String, u32)>,
+    dynamic_sets: Counted<String>,
     /// Elements changed since the last take, with whether the kernel has them.
     touched_elements: BTreeMap<(String, String), bool>,
     /// Chains changed since the last take, with the rules the kernel has.
@@ -210,44 +210,24 @@ impl Table {
     fn add(&mut self, p: Program) {
         let applied = self.applied;
         for (set, els) in p.elements {
-            let counts = match self.elements.get_mut(&set) {
-                Some(c) => c,
-                None => self.elements.entry(set.clone()).or_default(),
-            };
+            let counts = self.elements.entry(set.clone()).or_default();
             for e in els {
-                match counts.get_mut(&e) {
-                    Some(n) => *n += 1,
-                    None => {
-                        if applied {
-                            self.touched_elements
-                                .entry((set.clone(), e.clone()))
-                                .or_insert(false);
-                        }
-                        counts.insert(e, 1);
-                    }
+                let touched = applied.then(|| (set.clone(), e.clone()));
+                if let (true, Some(key)) = (hold(counts, e, ()), touched) {
+                    self.touched_elements.entry(key).or_insert(false);
                 }
             }
         }
         for (name, rules) in p.chains {
-            match self.chains.get_mut(&name) {
-                Some((_, n)) => *n += 1,
-                None => {
-                    if applied {
-                        self.touched_chains.entry(name.clone()).or_insert(None);
-                    }
-                    self.chains.insert(name, (rules, 1));
-                }
+            let touched = applied.then(|| name.clone());
+            if let (true, Some(name)) = (hold(&mut self.chains, name, rules), touched) {
+                self.touched_chains.entry(name).or_insert(None);
             }
         }
         for (name, decl) in p.dynamic_sets {
-            match self.dynamic_sets.get_mut(&name) {
-                Some((_, n)) => *n += 1,
-                None => {
-                    if applied {
-                        self.touched_sets.entry(name.clone()).or_insert(false);
-                    }
-                    self.dynamic_sets.insert(name, (decl, 1));
-                }
+            let touched = applied.then(|| name.clone());
+            if let (true, Some(name)) = (hold(&mut self.dynamic_sets, name, decl), touched) {
+                self.touched_sets.entry(name).or_insert(false);
             }
         }
     }
@@ -259,46 +239,53 @@ impl Table {
                 continue;
             };
             for e in els {
-                let Some(n) = counts.get_mut(e) else { continue };
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(e);
-                    if applied {
-                        self.touched_elements
-                            .entry((set.clone(), e.clone()))
-                            .or_insert(true);
-                    }
+                if release(counts, e).is_some() && applied {
+                    self.touched_elements
+                        .entry((set.clone(), e.clone()))
+                        .or_insert(true);
                 }
             }
         }
         for name in p.chains.keys() {
-            let Some((rules, n)) = self.chains.get_mut(name) else {
-                continue;
-            };
-            *n -= 1;
-            if *n == 0 {
-                let rules = std::mem::take(rules);
-                self.chains.remove(name);
-                if applied {
-                    self.touched_chains
-                        .entry(name.clone())
-                        .or_insert(Some(rules));
-                }
+            if let (Some(rules), true) = (release(&mut self.chains, name), applied) {
+                self.touched_chains
+                    .entry(name.clone())
+                    .or_insert(Some(rules));
             }
         }
         for name in p.dynamic_sets.keys() {
-            let Some((_, n)) = self.dynamic_sets.get_mut(name) else {
-                continue;
-            };
-            *n -= 1;
-            if *n == 0 {
-                self.dynamic_sets.remove(name);
-                if applied {
-                    self.touched_sets.entry(name.clone()).or_insert(true);
-                }
+            if release(&mut self.dynamic_sets, name).is_some() && applied {
+                self.touched_sets.entry(name.clone()).or_insert(true);
             }
         }
     }
+}
+
+/// Values by name, each with how many fragments hold it.
+type Counted<V> = HashMap<String, (V, u32)>;
+
+/// Counts one more holder of `name` (keeping the first `value`); true when it is new.
+fn hold<V>(map: &mut Counted<V>, name: String, value: V) -> bool {
+    match map.entry(name) {
+        std::collections::hash_map::Entry::Occupied(mut held) => {
+            held.get_mut().1 += 1;
+            false
+        }
+        std::collections::hash_map::Entry::Vacant(free) => {
+            free.insert((value, 1));
+            true
+        }
+    }
+}
+
+/// Counts one holder less of `name`; its value when no holder is left (it is then gone).
+fn release<V>(map: &mut Counted<V>, name: &str) -> Option<V> {
+    let (_, n) = map.get_mut(name)?;
+    *n -= 1;
+    if *n > 0 {
+        return None;
+    }
+    map.remove(name).map(|(value, _)| value)
 }
 
 #[cfg(test)]

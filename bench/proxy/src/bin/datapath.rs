@@ -10,6 +10,7 @@ use flatnet_bench_proxy::{median, service, vip, Scratch, ENDPOINTS};
 use flatnet_model::cluster::{ClusterSpec, NodesSpec};
 use flatnet_model::validate::resolve_cluster;
 use flatnet_netlink::netns;
+use flatnet_proxy::apply;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -147,21 +148,18 @@ fn main() -> Result<()> {
                     direct
                 }
                 1 => {
-                    node.nft(&format!(
-                        "table inet flatnet\ndelete table inet flatnet\n{large}"
-                    ))?;
+                    let text = large.clone();
+                    node.timed(move || apply::replace(&text))?;
                     direct
                 }
                 2 => {
-                    node.nft(&format!(
-                        "table inet flatnet\ndelete table inet flatnet\n{small}"
-                    ))?;
+                    let text = small.clone();
+                    node.timed(move || apply::replace(&text))?;
                     format!("{}:80", vip(5)).parse()?
                 }
                 _ => {
-                    node.nft(&format!(
-                        "table inet flatnet\ndelete table inet flatnet\n{large}"
-                    ))?;
+                    let text = large.clone();
+                    node.timed(move || apply::replace(&text))?;
                     format!("{}:80", vip(5000)).parse()?
                 }
             };

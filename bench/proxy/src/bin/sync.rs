@@ -12,6 +12,7 @@ use anyhow::Result;
 use flatnet_bench_proxy::{median, service, slice, Scratch};
 use flatnet_model::cluster::{ClusterSpec, NodesSpec};
 use flatnet_model::validate::resolve_cluster;
+use flatnet_proxy::apply;
 use flatnet_proxy::flows::flows;
 use flatnet_proxy::table::Table;
 use k8s_openapi::api::core::v1::Service;
@@ -56,26 +57,26 @@ fn main() -> Result<()> {
         for _ in 0..rounds {
             let ns = Scratch::new("proxy")?;
             let (mut table, text, c) = full(&svcs, &slices);
-            full_n.push(ns.nft(&text)?);
+            full_n.push(ns.timed(move || apply::replace(&text))?);
             full_c.push(c);
             // One Service added.
             let start = Instant::now();
             let batch = change(&mut table, &service(n), &slice(n, false));
             let compute = start.elapsed().as_secs_f64() * 1000.0;
-            let applied = ns.nft(&batch)?;
+            let commands = batch.lines().count();
+            let applied = ns.timed(move || apply::update(&batch))?;
             eprintln!(
-                "n={n} add: compute {compute:.2} ms, nft {applied:.1} ms, {} commands",
-                batch.lines().count()
+                "n={n} add: compute {compute:.2} ms, nft {applied:.1} ms, {commands} commands"
             );
             add_t.push(compute + applied);
             // One endpoint of one Service changed.
             let start = Instant::now();
             let batch = change(&mut table, &service(n / 2), &slice(n / 2, true));
             let compute = start.elapsed().as_secs_f64() * 1000.0;
-            let applied = ns.nft(&batch)?;
+            let commands = batch.lines().count();
+            let applied = ns.timed(move || apply::update(&batch))?;
             eprintln!(
-                "n={n} change: compute {compute:.2} ms, nft {applied:.1} ms, {} commands",
-                batch.lines().count()
+                "n={n} change: compute {compute:.2} ms, nft {applied:.1} ms, {commands} commands"
             );
             chg_t.push(compute + applied);
         }
