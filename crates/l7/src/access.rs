@@ -35,6 +35,33 @@ pub struct Record {
     pub request_id: String,
 }
 
+impl Record {
+    /// The record of a request arriving now, before its answer.
+    pub fn arriving(
+        client: SocketAddr,
+        method: &str,
+        host: &str,
+        path: &str,
+        request_id: &[u8],
+    ) -> Record {
+        Record {
+            time: epoch_seconds(SystemTime::now()),
+            client,
+            method: method.to_string(),
+            host: host.to_string(),
+            path: path.to_string(),
+            route: None,
+            upstream: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream_ms: None,
+            request_id: String::from_utf8_lossy(request_id).into_owned(),
+        }
+    }
+}
+
 /// Seconds since the Unix epoch of `t`, to the millisecond.
 pub fn epoch_seconds(t: SystemTime) -> f64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

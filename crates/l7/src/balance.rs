@@ -3,7 +3,6 @@
 //! removing one endpoint moves only the keys that it wins or won).
 
 use flatnet_l7_routes::Balance;
-use hyper::header::HeaderMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
@@ -31,12 +30,17 @@ pub struct Draw {
     pub key: Option<u64>,
 }
 
-/// The hash key of a request for `balance`: the header's value or the client IP; `None`
-/// when the policy does not hash or the header is missing (then round robin is used).
-pub fn hash_key(balance: &Balance, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+/// The hash key of a request for `balance`: the value of the header it names (`header`
+/// looks a request header up by name, case-insensitively) or the client IP; `None` when the
+/// policy does not hash or the header is missing (then round robin is used).
+pub fn hash_key<'h>(
+    balance: &Balance,
+    header: impl FnOnce(&str) -> Option<&'h [u8]>,
+    client: IpAddr,
+) -> Option<u64> {
     let mut h = DefaultHasher::new();
     match balance {
-        Balance::HashHeader(name) => headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        Balance::HashHeader(name) => header(name)?.hash(&mut h),
         Balance::HashClientIp => client.hash(&mut h),
         Balance::RoundRobin | Balance::LeastRequest => return None,
     }
@@ -167,16 +171,30 @@ mod tests {
 
     #[test]
     fn hash_keys_come_from_the_header_or_the_client() {
-        let mut h = HeaderMap::new();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
         let by_header = Balance::HashHeader("x-user".into());
-        assert_eq!(hash_key(&by_header, &h, ip), None);
-        h.insert("x-user", "alice".parse().unwrap());
-        assert!(hash_key(&by_header, &h, ip).is_some());
+        let none = |_: &str| None;
+        let alice = |name: &str| (name == "x-user").then_some(&b"alice"[..]);
+        let bob = |name: &str| (name == "x-user").then_some(&b"bob"[..]);
+        assert_eq!(hash_key(&by_header, none, ip), None);
+        assert!(hash_key(&by_header, alice, ip).is_some());
         assert_eq!(
-            hash_key(&Balance::HashClientIp, &h, ip),
-            hash_key(&Balance::HashClientIp, &HeaderMap::new(), ip)
+            hash_key(&by_header, alice, ip),
+            hash_key(&by_header, alice, other)
         );
-        assert_eq!(hash_key(&Balance::RoundRobin, &h, ip), None);
+        assert_ne!(
+            hash_key(&by_header, alice, ip),
+            hash_key(&by_header, bob, ip)
+        );
+        assert_eq!(
+            hash_key(&Balance::HashClientIp, alice, ip),
+            hash_key(&Balance::HashClientIp, none, ip)
+        );
+        assert_ne!(
+            hash_key(&Balance::HashClientIp, none, ip),
+            hash_key(&Balance::HashClientIp, none, other)
+        );
+        assert_eq!(hash_key(&Balance::RoundRobin, alice, ip), None);
     }
 }

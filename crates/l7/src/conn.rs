@@ -1,5 +1,6 @@
 //! One client connection's shared facts: who it is, whether it is TLS, and what the framing
-//! [`Scanner`] saw in its raw bytes (read through [`Scanned`]).
+//! [`Scanner`] saw in its raw bytes (read through [`Scanned`], which also puts back the
+//! bytes the HTTP/1.1 fast path read before it handed the connection to hyper).
 
 use crate::framing::{Refusal, Scanner, Verdict};
 use pin_project_lite::pin_project;
@@ -46,20 +47,25 @@ impl Conn {
 }
 
 pin_project! {
-    /// A client stream whose read bytes are also fed to a [`Scanner`].
+    /// A client stream whose read bytes are also fed to a [`Scanner`]; bytes already read
+    /// from it (by the HTTP/1.1 fast path) are put back in front.
     pub struct Scanned<IO> {
         #[pin]
         io: IO,
+        read: Vec<u8>,
+        at: usize,
         scanner: Scanner,
         conn: Arc<Conn>,
     }
 }
 
 impl<IO> Scanned<IO> {
-    /// Wraps `io`; `limit` bounds a request head.
-    pub fn new(io: IO, conn: Arc<Conn>, limit: usize) -> Scanned<IO> {
+    /// Wraps `io`, whose bytes `read` were read already; `limit` bounds a request head.
+    pub fn new(io: IO, read: Vec<u8>, conn: Arc<Conn>, limit: usize) -> Scanned<IO> {
         Scanned {
             io,
+            read,
+            at: 0,
             scanner: Scanner::new(limit),
             conn,
         }
@@ -74,7 +80,19 @@ impl<IO: AsyncRead> AsyncRead for Scanned<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let poll = this.io.poll_read(cx, buf);
+        let poll = if *this.at < this.read.len() {
+            let rest = &this.read[*this.at..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            *this.at += n;
+            if *this.at == this.read.len() {
+                *this.read = Vec::new();
+                *this.at = 0;
+            }
+            Poll::Ready(Ok(()))
+        } else {
+            this.io.poll_read(cx, buf)
+        };
         if let Poll::Ready(Ok(())) = poll {
             let fresh = &buf.filled()[before..];
             if !fresh.is_empty() {
@@ -128,14 +146,21 @@ mod tests {
     async fn a_smuggling_head_marks_the_connection() {
         let (mut client, server) = tokio::io::duplex(1024);
         let conn = Conn::new(SocketAddr::from(([127, 0, 0, 1], 1)), false);
-        let mut scanned = Scanned::new(server, conn.clone(), 8192);
+        let read = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\n".to_vec();
+        let mut scanned = Scanned::new(server, read, conn.clone(), 8192);
         client
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .write_all(b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
             .await
             .unwrap();
         drop(client);
+        let mut small = [0u8; 5];
+        scanned.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"GET /", "bytes read before come first");
         let mut all = Vec::new();
         scanned.read_to_end(&mut all).await.unwrap();
+        assert!(all.ends_with(
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
         assert_eq!(conn.refused(), Some(Refusal::LengthAndChunked));
     }
 }

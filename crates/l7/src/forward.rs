@@ -1,21 +1,21 @@
 //! Sending a routed request upstream: endpoint choice, retries on connect failure, timeouts,
 //! passive health, header rewriting, and WebSocket splicing after a 101.
 
-use crate::balance::{self, Candidate, Draw};
+use crate::attempt::Attempts;
+use crate::balance;
 use crate::body::{self, Meter, Watched};
 use crate::conn::Conn;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::pool::{Leased, SendError};
 use crate::proxy::Answer;
 use crate::state::Shared;
-use crate::upstream::Endpoint;
 use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, HOST};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,10 +41,10 @@ pub struct Exchange<'a> {
 }
 
 /// Methods that may be sent again (RFC 9110 section 9.2.2).
-pub fn idempotent(method: &Method) -> bool {
+pub fn idempotent(method: &str) -> bool {
     matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
     )
 }
 
@@ -59,7 +59,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         && backend.protocol == UpstreamProtocol::Http1;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let retryable = idempotent(&parts.method) && incoming.is_end_stream();
+    let retryable = idempotent(parts.method.as_str()) && incoming.is_end_stream();
     let mut streamed = Some(
         Watched::new(
             incoming,
@@ -70,7 +70,11 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         .boxed_unsync(),
     );
 
-    let key = balance::hash_key(&options.balance, &parts.headers, x.conn.client.ip());
+    let key = balance::hash_key(
+        &options.balance,
+        |name| parts.headers.get(name).map(HeaderValue::as_bytes),
+        x.conn.client.ip(),
+    );
     let mut head = parts.headers;
     headers::strip_hop_by_hop(&mut head, upgrade);
     let proto = if x.conn.tls { "https" } else { "http" };
@@ -86,39 +90,11 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
 
-    let states: Vec<Arc<Endpoint>> = backend
-        .endpoints
-        .iter()
-        .map(|a| x.shared.upstreams.endpoint(&backend.key, *a))
-        .collect();
-    let mut tried = vec![false; states.len()];
-    let attempts = if retryable { options.retries + 1 } else { 1 };
+    let mut attempts = Attempts::new(x.shared, x.route, key, retryable);
     // The endpoint whose connect failed last.
     let mut refused = None;
-    for attempt in 1..=attempts {
-        let now = Instant::now();
-        let candidates: Vec<Candidate> = backend
-            .endpoints
-            .iter()
-            .zip(&states)
-            .zip(&tried)
-            .map(|((addr, state), tried)| Candidate {
-                addr: *addr,
-                in_flight: state.in_flight(),
-                ejected: state.ejected(now),
-                tried: *tried,
-            })
-            .collect();
-        let draw = Draw {
-            ticket: x.shared.upstreams.ticket(&backend.key),
-            random: (fastrand::usize(..), fastrand::usize(..)),
-            key,
-        };
-        let Some(i) = balance::choose(&options.balance, &candidates, draw) else {
-            break;
-        };
-        tried[i] = true;
-        let addr = backend.endpoints[i];
+    while let Some(t) = attempts.next() {
+        let addr = t.addr;
         // HTTP/1.1 requests go in origin form, h2c ones name the endpoint as authority.
         let uri = match backend.protocol {
             UpstreamProtocol::Http1 => x.target.parse::<Uri>(),
@@ -135,28 +111,23 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = version;
-        *up.headers_mut() = if attempt == attempts {
+        *up.headers_mut() = if attempts.last() {
             std::mem::take(&mut head)
         } else {
             head.clone()
         };
 
-        let in_flight = states[i].start();
+        let in_flight = attempts.start(t);
         let sent = Instant::now();
         let sending = x
             .local
             .pool
             .send(addr, backend.protocol, options.connect_timeout, up);
         let result = tokio::time::timeout(options.request_timeout, sending).await;
-        let health = &config.health;
         let mut answer = match result {
             Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
             Ok(Err(SendError::Connect(e))) => {
-                x.shared.metrics.connect_failure(&backend.key, addr);
-                if states[i].record(true, Instant::now(), health) {
-                    x.shared.metrics.ejection(&backend.key, addr);
-                }
-                tracing::debug!("{}: connect to {addr} failed: {e:?}", backend.key);
+                attempts.connect_failed(t, &e);
                 refused = Some(addr);
                 continue;
             }
@@ -174,11 +145,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
             Ok(Ok(mut resp)) => {
                 let took = sent.elapsed();
                 let status = resp.status();
-                if states[i].record(status.is_server_error(), Instant::now(), health) {
-                    x.shared.metrics.ejection(&backend.key, addr);
-                }
-                let handles = &x.local.handles;
-                (x.shared.metrics).upstream(handles, &backend.key, addr, status.as_u16(), took);
+                attempts.answered(x.local, t, status.as_u16(), took);
                 let upgrading = status == StatusCode::SWITCHING_PROTOCOLS;
                 if let (true, Some(client_side)) = (upgrading, client_upgrade) {
                     x.conn.set_upgraded();
@@ -228,10 +195,10 @@ mod tests {
     #[test]
     fn idempotent_methods() {
         for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
-            assert!(idempotent(&m.parse().unwrap()), "{m}");
+            assert!(idempotent(m), "{m}");
         }
         for m in ["POST", "PATCH", "CONNECT"] {
-            assert!(!idempotent(&m.parse().unwrap()), "{m}");
+            assert!(!idempotent(m), "{m}");
         }
     }
 }

@@ -28,14 +28,14 @@ pub enum Refusal {
 
 /// How a request's body is delimited, once its framing is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
+pub enum Body {
     Empty,
     Length(u64),
     Chunked,
 }
 
 /// Checks the framing headers of one request, given as (name, value) pairs.
-fn framing<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<Body, Refusal> {
+pub fn framing<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<Body, Refusal> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     for (name, value) in headers {
@@ -309,6 +309,42 @@ impl Scanner {
     }
 }
 
+/// Follows a chunked message body (chunks, the last chunk, trailers) through its bytes, to
+/// find where it ends; for relaying a chunked response as it is.
+#[derive(Debug)]
+pub struct ChunkedEnd(Scanner);
+
+/// A chunked body that is not valid chunked framing (or whose size line or trailers are
+/// longer than the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunked framing")]
+pub struct BadChunks;
+
+impl ChunkedEnd {
+    /// At the start of a body; `limit` bounds a chunk-size line and the trailers.
+    pub fn new(limit: usize) -> ChunkedEnd {
+        ChunkedEnd(Scanner {
+            state: State::ChunkSize,
+            ..Scanner::new(limit)
+        })
+    }
+
+    /// Feeds the next bytes of the body: `Some(n)` when the body ends after the first `n` of
+    /// them, `None` when it goes on.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunks> {
+        let mut rest = bytes;
+        for _ in 0..bytes.len() * 2 + 16 {
+            match self.0.state {
+                State::Head => return Ok(Some(bytes.len() - rest.len())),
+                State::Off => return Err(BadChunks),
+                _ if rest.is_empty() => return Ok(None),
+                _ => rest = self.0.step(rest, false),
+            }
+        }
+        Err(BadChunks)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +462,25 @@ mod tests {
         s.feed(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", false);
         s.feed(b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", false);
         assert_eq!(s.verdict(), Verdict::Refuse(Refusal::BadTransferEncoding));
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_their_trailers_do() {
+        let body = b"3;x=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n";
+        assert_eq!(ChunkedEnd::new(1024).feed(body), Ok(Some(body.len())));
+        let mut more = body.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(ChunkedEnd::new(1024).feed(&more), Ok(Some(body.len())));
+        let mut bytewise = ChunkedEnd::new(1024);
+        let ends: Vec<_> = body
+            .iter()
+            .map(|b| bytewise.feed(std::slice::from_ref(b)).unwrap())
+            .collect();
+        assert!(ends[..body.len() - 1].iter().all(Option::is_none));
+        assert_eq!(ends[body.len() - 1], Some(1));
+        assert_eq!(ChunkedEnd::new(1024).feed(b"0\r\n\r\n"), Ok(Some(5)));
+        assert_eq!(ChunkedEnd::new(1024).feed(b"3\r\nab"), Ok(None));
+        assert_eq!(ChunkedEnd::new(1024).feed(b"zz\r\n"), Err(BadChunks));
+        assert_eq!(ChunkedEnd::new(8).feed(&[b'1'; 64]), Err(BadChunks));
     }
 }

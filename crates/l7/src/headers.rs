@@ -1,9 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 section 7.6.1),
 //! `X-Forwarded-*` and `X-Request-ID`.
 
-use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE,
-};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
 use std::net::IpAddr;
 
 /// `X-Forwarded-For`.
@@ -15,11 +13,26 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `X-Request-ID`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 /// Longest incoming request id kept.
 const MAX_REQUEST_ID: usize = 128;
+
+/// The hop-by-hop headers every hop removes (besides those `Connection` names).
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+];
+
+/// The comma-separated tokens of a header value, trimmed, empty ones left out.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
 
 /// Whether any value of header `name` holds `token` in its comma-separated list.
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -53,14 +66,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        TRANSFER_ENCODING,
-        TE,
-        UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if trailers {
@@ -103,18 +109,21 @@ pub fn valid_request_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
 }
 
+/// A new request id: `fresh` in 32 lower-case hex digits.
+pub fn new_request_id(fresh: u128) -> [u8; 32] {
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        let nibble = (fresh >> (4 * (31 - i))) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    hex
+}
+
 /// The request's id: its own `X-Request-ID` when valid (the first one), else `fresh`.
 pub fn request_id(headers: &HeaderMap, fresh: u128) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
         Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
-        _ => {
-            let mut hex = [0u8; 32];
-            for (i, digit) in hex.iter_mut().enumerate() {
-                let nibble = (fresh >> (4 * (31 - i))) & 0xf;
-                *digit = b"0123456789abcdef"[nibble as usize];
-            }
-            HeaderValue::from_bytes(&hex).expect("hex is a valid value")
-        }
+        _ => HeaderValue::from_bytes(&new_request_id(fresh)).expect("hex is a valid value"),
     }
 }
 

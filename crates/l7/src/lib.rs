@@ -16,6 +16,7 @@
 
 pub mod access;
 mod admin;
+mod attempt;
 pub mod balance;
 mod body;
 pub mod cli;
@@ -23,6 +24,7 @@ mod config;
 mod conn;
 mod forward;
 pub mod framing;
+mod h1;
 pub mod headers;
 mod listener;
 pub mod manifests;

@@ -4,6 +4,7 @@
 
 use crate::config::Limits;
 use crate::conn::{Conn, Scanned};
+use crate::h1;
 use crate::proxy;
 use crate::state::Shared;
 use crate::worker::{Accepted, Local, Workers};
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 /// Smallest read buffer hyper accepts.
-const MIN_BUF: usize = 8192;
+pub const MIN_BUF: usize = 8192;
 
 /// Binds a listening socket; `[::]` also takes IPv4.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -122,8 +123,17 @@ impl Serving {
             builder,
         } = self;
         let conn = Conn::new(client, tls);
+        let mut io = io;
+        let fast = h1::Fast {
+            shared: &shared,
+            local: &local,
+            conn: &conn,
+        };
+        let Some(read) = fast.serve(&mut io).await else {
+            return;
+        };
         let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
-        let io = TokioIo::new(Scanned::new(io, conn.clone(), limit));
+        let io = TokioIo::new(Scanned::new(io, read, conn.clone(), limit));
         let service = hyper::service::service_fn(move |req| {
             proxy::handle(shared.clone(), conn.clone(), local.clone(), req)
         });

@@ -1,5 +1,6 @@
 //! Upstream connections of one worker: HTTP/1.1 connections kept alive and reused one
-//! request at a time (most recently used first), one multiplexed h2c connection per endpoint.
+//! request at a time (most recently used first): hyper's, and the plain streams of the
+//! HTTP/1.1 fast path ([`crate::h1`]); one multiplexed h2c connection per endpoint.
 //! Connects have a timeout and set `TCP_NODELAY`; a request that a pooled connection could
 //! not take (it closed meanwhile) goes to another one; connections idle longer than the idle
 //! timeout are closed by [`Pool::sweep`].
@@ -43,6 +44,7 @@ struct Idle {
 /// The upstream connections of one worker.
 pub struct Pool {
     http1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    streams: Mutex<HashMap<SocketAddr, Vec<IdleStream>>>,
     h2c: Mutex<HashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
     idle_timeout: Duration,
 }
@@ -51,14 +53,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+/// A new connection to `addr` with `TCP_NODELAY`, or why there is none.
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SendError::Connect(e)),
-        Err(_) => return Err(SendError::Connect(std::io::ErrorKind::TimedOut.into())),
+        Ok(connected) => connected?,
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
     };
-    stream.set_nodelay(true).map_err(SendError::Connect)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+    let stream = dial(addr, timeout).await.map_err(SendError::Connect)?;
     Ok(TokioIo::new(stream))
+}
+
+/// An idle connection of the HTTP/1.1 fast path.
+struct IdleStream {
+    stream: TcpStream,
+    since: Instant,
 }
 
 impl Pool {
@@ -66,6 +79,7 @@ impl Pool {
     pub fn new(idle_timeout: Duration) -> Pool {
         Pool {
             http1: Mutex::default(),
+            streams: Mutex::default(),
             h2c: Mutex::default(),
             idle_timeout,
         }
@@ -158,6 +172,29 @@ impl Pool {
         resp.map(|body| Leased::new(body, lease))
     }
 
+    /// An idle connection of the fast path to `addr` (the most recently used one), if any.
+    /// It may have been closed by the endpoint meanwhile.
+    pub fn take_stream(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut pools = lock(&self.streams);
+        let idle = pools.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some(IdleStream { stream, since }) = idle.pop() {
+            if now.duration_since(since) < self.idle_timeout {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps a fast-path connection to `addr` for the next request.
+    pub fn put_stream(&self, addr: SocketAddr, stream: TcpStream) {
+        let since = Instant::now();
+        lock(&self.streams)
+            .entry(addr)
+            .or_default()
+            .push(IdleStream { stream, since });
+    }
+
     fn shared_h2c(&self, addr: SocketAddr) -> Option<http2::SendRequest<ProxyBody>> {
         let mut conns = lock(&self.h2c);
         match conns.get(&addr) {
@@ -208,6 +245,10 @@ impl Pool {
             idle.retain(|i| {
                 !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout
             });
+            !idle.is_empty()
+        });
+        lock(&self.streams).retain(|_, idle| {
+            idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
             !idle.is_empty()
         });
         lock(&self.h2c).retain(|_, sender| !sender.is_closed());

@@ -11,7 +11,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::state::Shared;
 use crate::upstream::InFlight;
 use crate::worker::Local;
-use flatnet_l7_routes::{host, path, Lookup};
+use flatnet_l7_routes::{host, path, Lookup, Route, Table};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, LOCATION};
@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Debug header (with [`crate::ProxyConfig::debug_headers`]): the route id.
 pub const X_FLATNET_ROUTE: HeaderName = HeaderName::from_static("x-flatnet-route");
@@ -55,12 +55,7 @@ impl Answer {
 
     /// A short plain-text answer made by the proxy; `close` ends the connection after it.
     pub fn status(status: StatusCode, close: bool) -> Answer {
-        let text = format!(
-            "{} {}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
-        let mut response = Response::new(body::full(text));
+        let mut response = Response::new(body::full(status_text(status)));
         *response.status_mut() = status;
         response.headers_mut().insert(
             CONTENT_TYPE,
@@ -73,6 +68,15 @@ impl Answer {
         }
         Answer::new(response)
     }
+}
+
+/// The body of an answer made by the proxy: `404 Not Found` and a newline.
+pub fn status_text(status: StatusCode) -> String {
+    format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
 }
 
 /// The host a request asked for: the URI's authority (HTTP/2, absolute form), else `Host`.
@@ -102,21 +106,13 @@ pub async fn handle(
     // The access log's record, only when there is an access log.
     let record = match shared.config.access_log {
         AccessLog::Off => None,
-        AccessLog::Stdout | AccessLog::Sink(_) => Some(Record {
-            time: access::epoch_seconds(SystemTime::now()),
-            client: conn.client,
-            method: req.method().to_string(),
-            host: host.clone(),
-            path: req.uri().path().to_string(),
-            route: None,
-            upstream: None,
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration_ms: 0.0,
-            upstream_ms: None,
-            request_id: request_id.to_str().unwrap_or_default().to_string(),
-        }),
+        AccessLog::Stdout | AccessLog::Sink(_) => Some(Record::arriving(
+            conn.client,
+            req.method().as_str(),
+            &host,
+            req.uri().path(),
+            request_id.as_bytes(),
+        )),
     };
     let meter_in = Arc::new(Meter::default());
     let answer = answer(&shared, &conn, &local, req, &host, &request_id, &meter_in).await;
@@ -153,51 +149,88 @@ async fn answer(
     {
         return Answer::status(StatusCode::BAD_REQUEST, true);
     }
-    let Some(host) = host::normalise(raw_host) else {
-        return Answer::status(StatusCode::BAD_REQUEST, false);
-    };
-    let Ok(path) = path::normalise(req.uri().path()) else {
-        return Answer::status(StatusCode::BAD_REQUEST, false);
-    };
-    let target = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
-    };
     let table = shared.table.load_full();
-    let route = match table.lookup(&host, &path) {
-        Lookup::NotFound => return Answer::status(StatusCode::NOT_FOUND, false),
-        Lookup::Route(route) => route.clone(),
-    };
-    let mut answer = if !conn.tls && table.redirects_to_https(&host, &route) {
-        redirect(&host, &target)
-    } else if route.backend.endpoints.is_empty() {
-        if let Some(problem) = &route.backend.problem {
-            tracing::debug!("route {}: {problem}", route.id);
+    let query = req.uri().query();
+    match route(&table, conn.tls, raw_host, req.uri().path(), query) {
+        Routed::Refused(status) => Answer::status(status, false),
+        Routed::Redirect(route, location) => {
+            let mut answer = Answer::status(StatusCode::PERMANENT_REDIRECT, false);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                answer.response.headers_mut().insert(LOCATION, location);
+            }
+            answer.route = Some(route.id.clone());
+            answer
         }
-        Answer::status(StatusCode::SERVICE_UNAVAILABLE, false)
-    } else {
-        let exchange = Exchange {
-            shared,
-            conn,
-            local,
-            route: &route,
-            raw_host,
-            target: &target,
-            request_id,
-            meter_in,
-        };
-        forward::forward(exchange, req).await
-    };
-    answer.route = Some(route.id.clone());
-    answer
+        Routed::Unavailable(route) => {
+            if let Some(problem) = &route.backend.problem {
+                tracing::debug!("route {}: {problem}", route.id);
+            }
+            let mut answer = Answer::status(StatusCode::SERVICE_UNAVAILABLE, false);
+            answer.route = Some(route.id.clone());
+            answer
+        }
+        Routed::Forward(route, target) => {
+            let exchange = Exchange {
+                shared,
+                conn,
+                local,
+                route,
+                raw_host,
+                target: &target,
+                request_id,
+                meter_in,
+            };
+            let mut answer = forward::forward(exchange, req).await;
+            answer.route = Some(route.id.clone());
+            answer
+        }
+    }
 }
 
-fn redirect(host: &str, target: &str) -> Answer {
-    let mut answer = Answer::status(StatusCode::PERMANENT_REDIRECT, false);
-    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{target}")) {
-        answer.response.headers_mut().insert(LOCATION, location);
+/// Where a request goes, by its host and path.
+#[derive(Debug, PartialEq)]
+pub enum Routed<'t> {
+    /// Upstream along the route, to the target (normalised path and the original query).
+    Forward(&'t Route, String),
+    /// A 308 to the `Location` given (a plain-HTTP request to a host with TLS, on a route
+    /// that asks for the redirect).
+    Redirect(&'t Route, String),
+    /// The route's backend has no endpoint: 503.
+    Unavailable(&'t Route),
+    /// Answered here with the status: 400 (host or path invalid) or 404 (no route).
+    Refused(StatusCode),
+}
+
+/// Routes a request for `raw_host` (as sent) and `raw_path` (without the query) with
+/// `table`; `tls` tells whether it came over TLS.
+pub fn route<'t>(
+    table: &'t Table,
+    tls: bool,
+    raw_host: &str,
+    raw_path: &str,
+    query: Option<&str>,
+) -> Routed<'t> {
+    let Some(host) = host::normalise(raw_host) else {
+        return Routed::Refused(StatusCode::BAD_REQUEST);
+    };
+    let Ok(path) = path::normalise(raw_path) else {
+        return Routed::Refused(StatusCode::BAD_REQUEST);
+    };
+    let route = match table.lookup(&host, &path) {
+        Lookup::NotFound => return Routed::Refused(StatusCode::NOT_FOUND),
+        Lookup::Route(route) => route,
+    };
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    if !tls && table.redirects_to_https(&host, route) {
+        Routed::Redirect(route, format!("https://{host}{target}"))
+    } else if route.backend.endpoints.is_empty() {
+        Routed::Unavailable(route)
+    } else {
+        Routed::Forward(route, target)
     }
-    answer
 }
 
 /// Sets the response's id and debug headers, and wraps its body so that the end of the
@@ -270,19 +303,47 @@ struct Done {
 
 impl Drop for Done {
     fn drop(&mut self) {
+        let bytes = (
+            self.meter_in.bytes.load(Ordering::Relaxed),
+            self.meter_out.bytes.load(Ordering::Relaxed),
+        );
         let took = self.started.elapsed();
-        let handles = &self.local.handles;
-        (self.shared.metrics).request(handles, self.route.as_ref(), self.status, took);
-        let Some(record) = &mut self.record else {
+        let record = self.record.take();
+        (self.shared).answered(
+            &self.local,
+            self.route.as_ref(),
+            self.status,
+            took,
+            record,
+            bytes,
+        );
+    }
+}
+
+impl Shared {
+    /// Counts an answered request (`route`: the one that matched) and writes its access log
+    /// line when there is an access log (`record`, completed with the time taken and the
+    /// body bytes in and out).
+    pub fn answered(
+        &self,
+        local: &Local,
+        route: Option<&Arc<str>>,
+        status: u16,
+        took: Duration,
+        record: Option<Record>,
+        (bytes_in, bytes_out): (u64, u64),
+    ) {
+        self.metrics.request(&local.handles, route, status, took);
+        let Some(mut record) = record else {
             return;
         };
         record.duration_ms = access::millis(took);
-        record.bytes_in = self.meter_in.bytes.load(Ordering::Relaxed);
-        record.bytes_out = self.meter_out.bytes.load(Ordering::Relaxed);
-        match &self.shared.config.access_log {
+        record.bytes_in = bytes_in;
+        record.bytes_out = bytes_out;
+        match &self.config.access_log {
             AccessLog::Off => {}
-            AccessLog::Stdout => println!("{}", access::line(record)),
-            AccessLog::Sink(sink) => sink(&access::line(record)),
+            AccessLog::Stdout => println!("{}", access::line(&record)),
+            AccessLog::Sink(sink) => sink(&access::line(&record)),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the TLS handshake to the close. A request, its upstream connection and its response body
 //! stay on one thread, with no cross-thread wake-ups or locks contended per request.
 
+use crate::h1::Buffers;
 use crate::listener;
 use crate::metrics::Handles;
 use crate::pool::Pool;
@@ -20,6 +21,8 @@ pub struct Local {
     pub pool: Arc<Pool>,
     /// The worker's metric handles.
     pub handles: Handles,
+    /// The worker's relay buffers for the HTTP/1.1 fast path.
+    pub buffers: Buffers,
 }
 
 /// A client connection accepted by a listener, for a worker to serve.
@@ -75,6 +78,7 @@ async fn serve(mut queue: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>
     let local = Arc::new(Local {
         pool,
         handles: Handles::default(),
+        buffers: Buffers::default(),
     });
     let builder = Arc::new(listener::builder(&shared.config.limits));
     while let Some(Accepted {

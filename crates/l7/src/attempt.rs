@@ -1,0 +1,123 @@
+//! One request's tries at a route's endpoints: each try picks an endpoint not tried yet with
+//! the route's balancing policy and the endpoints' live state, and its outcome goes into
+//! passive health and the metrics. Both request paths (hyper's and the HTTP/1.1 fast path)
+//! use it, so they balance, retry and eject alike.
+
+use crate::balance::{self, Candidate, Draw};
+use crate::state::Shared;
+use crate::upstream::{Endpoint, InFlight};
+use crate::worker::Local;
+use flatnet_l7_routes::Route;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The tries of one request.
+pub struct Attempts<'a> {
+    shared: &'a Shared,
+    route: &'a Route,
+    states: Vec<Arc<Endpoint>>,
+    tried: Vec<bool>,
+    key: Option<u64>,
+    left: u32,
+}
+
+/// One try: the endpoint chosen.
+#[derive(Debug, Clone, Copy)]
+pub struct Try {
+    index: usize,
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+}
+
+impl<'a> Attempts<'a> {
+    /// Tries for a request to `route`: `retryable` ones get the route's retries on connect
+    /// failure, others one try; `key` is the request's hash key ([`balance::hash_key`]).
+    pub fn new(shared: &'a Shared, route: &'a Route, key: Option<u64>, retryable: bool) -> Self {
+        let backend = &route.backend;
+        let states = backend
+            .endpoints
+            .iter()
+            .map(|a| shared.upstreams.endpoint(&backend.key, *a))
+            .collect();
+        Attempts {
+            shared,
+            route,
+            states,
+            tried: vec![false; backend.endpoints.len()],
+            key,
+            left: if retryable {
+                route.options.retries + 1
+            } else {
+                1
+            },
+        }
+    }
+
+    /// Whether the try [`Attempts::next`] gave last is the last one.
+    pub fn last(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The next endpoint to try, `None` when the tries are used up or every endpoint was
+    /// tried.
+    pub fn next(&mut self) -> Option<Try> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let now = Instant::now();
+        let backend = &self.route.backend;
+        let candidates: Vec<Candidate> = backend
+            .endpoints
+            .iter()
+            .zip(&self.states)
+            .zip(&self.tried)
+            .map(|((addr, state), tried)| Candidate {
+                addr: *addr,
+                in_flight: state.in_flight(),
+                ejected: state.ejected(now),
+                tried: *tried,
+            })
+            .collect();
+        let draw = Draw {
+            ticket: self.shared.upstreams.ticket(&backend.key),
+            random: (fastrand::usize(..), fastrand::usize(..)),
+            key: self.key,
+        };
+        let index = balance::choose(&self.route.options.balance, &candidates, draw)?;
+        self.tried[index] = true;
+        Some(Try {
+            index,
+            addr: backend.endpoints[index],
+        })
+    }
+
+    /// Counts a request in flight to the endpoint of `t` until the guard is dropped.
+    pub fn start(&self, t: Try) -> InFlight {
+        self.states[t.index].start()
+    }
+
+    /// The connect of `t` failed: counted, and into passive health.
+    pub fn connect_failed(&self, t: Try, error: &std::io::Error) {
+        let key = &self.route.backend.key;
+        self.shared.metrics.connect_failure(key, t.addr);
+        self.health(t, true);
+        tracing::debug!("{key}: connect to {} failed: {error:?}", t.addr);
+    }
+
+    /// The endpoint of `t` answered `status` after `took`: counted, and into passive health
+    /// (5xx is a failure).
+    pub fn answered(&self, local: &Local, t: Try, status: u16, took: Duration) {
+        self.health(t, (500..600).contains(&status));
+        let key = &self.route.backend.key;
+        (self.shared.metrics).upstream(&local.handles, key, t.addr, status, took);
+    }
+
+    fn health(&self, t: Try, failed: bool) {
+        let health = &self.shared.config.health;
+        if self.states[t.index].record(failed, Instant::now(), health) {
+            (self.shared.metrics).ejection(&self.route.backend.key, t.addr);
+        }
+    }
+}
