@@ -5,18 +5,20 @@
 
 use crate::balance::{self, Candidate, Draw};
 use crate::state::Shared;
-use crate::upstream::{Endpoint, InFlight};
+use crate::upstream::{BackendState, InFlight, Installed};
 use crate::worker::Local;
-use flatnet_l7_routes::Route;
+use flatnet_l7_routes::{Balance, Route};
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The tries of one request.
 pub struct Attempts<'a> {
     shared: &'a Shared,
+    local: &'a Local,
     route: &'a Route,
-    states: Vec<Arc<Endpoint>>,
+    state: Cow<'a, BackendState>,
     tried: Vec<bool>,
     key: Option<u64>,
     left: u32,
@@ -31,19 +33,27 @@ pub struct Try {
 }
 
 impl<'a> Attempts<'a> {
-    /// Tries for a request to `route`: `retryable` ones get the route's retries on connect
-    /// failure, others one try; `key` is the request's hash key ([`balance::hash_key`]).
-    pub fn new(shared: &'a Shared, route: &'a Route, key: Option<u64>, retryable: bool) -> Self {
+    /// Tries for a request to `route`, a route of `installed`: `retryable` ones get the
+    /// route's retries on connect failure, others one try; `key` is the request's hash key
+    /// ([`balance::hash_key`]).
+    pub fn new(
+        shared: &'a Shared,
+        local: &'a Local,
+        installed: &'a Installed,
+        route: &'a Route,
+        key: Option<u64>,
+        retryable: bool,
+    ) -> Self {
         let backend = &route.backend;
-        let states = backend
-            .endpoints
-            .iter()
-            .map(|a| shared.upstreams.endpoint(&backend.key, *a))
-            .collect();
+        let state = match installed.backend(backend) {
+            Some(state) => Cow::Borrowed(state),
+            None => Cow::Owned(shared.upstreams.state(backend)),
+        };
         Attempts {
             shared,
+            local,
             route,
-            states,
+            state,
             tried: vec![false; backend.endpoints.len()],
             key,
             left: if retryable {
@@ -66,22 +76,26 @@ impl<'a> Attempts<'a> {
             return None;
         }
         self.left -= 1;
-        let now = Instant::now();
+        let mut now = None;
         let backend = &self.route.backend;
         let candidates: Vec<Candidate> = backend
             .endpoints
             .iter()
-            .zip(&self.states)
+            .zip(&self.state.endpoints)
             .zip(&self.tried)
             .map(|((addr, state), tried)| Candidate {
                 addr: *addr,
                 in_flight: state.in_flight(),
-                ejected: state.ejected(now),
+                ejected: state
+                    .ejected_until()
+                    .is_some_and(|until| *now.get_or_insert_with(Instant::now) < until),
                 tried: *tried,
             })
             .collect();
         let draw = Draw {
-            ticket: self.shared.upstreams.ticket(&backend.key),
+            ticket: self.state.tickets[self.local.index % self.state.tickets.len()]
+                .0
+                .fetch_add(1, Ordering::Relaxed),
             random: (fastrand::usize(..), fastrand::usize(..)),
             key: self.key,
         };
@@ -93,9 +107,11 @@ impl<'a> Attempts<'a> {
         })
     }
 
-    /// Counts a request in flight to the endpoint of `t` until the guard is dropped.
-    pub fn start(&self, t: Try) -> InFlight {
-        self.states[t.index].start()
+    /// Counts a request in flight to the endpoint of `t` until the guard is dropped; only
+    /// least-request balancing reads the count, so only its routes keep it.
+    pub fn start(&self, t: Try) -> Option<InFlight> {
+        (self.route.options.balance == Balance::LeastRequest)
+            .then(|| self.state.endpoints[t.index].start())
     }
 
     /// The connect of `t` failed: counted, and into passive health.
@@ -108,15 +124,15 @@ impl<'a> Attempts<'a> {
 
     /// The endpoint of `t` answered `status` after `took`: counted, and into passive health
     /// (5xx is a failure).
-    pub fn answered(&self, local: &Local, t: Try, status: u16, took: Duration) {
+    pub fn answered(&self, t: Try, status: u16, took: Duration) {
         self.health(t, (500..600).contains(&status));
         let key = &self.route.backend.key;
-        (self.shared.metrics).upstream(&local.handles, key, t.addr, status, took);
+        (self.shared.metrics).upstream(&self.local.handles, key, t.addr, status, took);
     }
 
     fn health(&self, t: Try, failed: bool) {
         let health = &self.shared.config.health;
-        if self.states[t.index].record(failed, Instant::now(), health) {
+        if self.state.endpoints[t.index].record(failed, Instant::now, health) {
             (self.shared.metrics).ejection(&self.route.backend.key, t.addr);
         }
     }

@@ -9,6 +9,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::pool::{Leased, SendError};
 use crate::proxy::Answer;
 use crate::state::Shared;
+use crate::upstream::Installed;
 use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
@@ -28,6 +29,8 @@ pub struct Exchange<'a> {
     pub conn: &'a Arc<Conn>,
     /// The worker's own state.
     pub local: &'a Arc<Local>,
+    /// The table the route is from, with its backends' state.
+    pub installed: &'a Installed,
     /// The matched route.
     pub route: &'a Route,
     /// The host as the client sent it.
@@ -90,7 +93,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
 
-    let mut attempts = Attempts::new(x.shared, x.route, key, retryable);
+    let mut attempts = Attempts::new(x.shared, x.local, x.installed, x.route, key, retryable);
     // The endpoint whose connect failed last.
     let mut refused = None;
     while let Some(t) = attempts.next() {
@@ -145,7 +148,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
             Ok(Ok(mut resp)) => {
                 let took = sent.elapsed();
                 let status = resp.status();
-                attempts.answered(x.local, t, status.as_u16(), took);
+                attempts.answered(t, status.as_u16(), took);
                 let upgrading = status == StatusCode::SWITCHING_PROTOCOLS;
                 if let (true, Some(client_side)) = (upgrading, client_upgrade) {
                     x.conn.set_upgraded();
@@ -154,7 +157,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
                 headers::strip_hop_by_hop(resp.headers_mut(), upgrading && upgrade);
                 let mut answer = Answer::new(upstream_response(resp));
                 answer.upstream_took = Some(took);
-                answer.in_flight = Some(in_flight);
+                answer.in_flight = in_flight;
                 answer
             }
         };

@@ -17,12 +17,14 @@ use crate::access::{self, Record};
 use crate::attempt::{Attempts, Try};
 use crate::balance;
 use crate::conn::Conn;
+use crate::deadline::Deadline;
 use crate::forward::idempotent;
 use crate::framing::{self, Body, ChunkedEnd};
 use crate::headers::{self, HOP_BY_HOP};
 use crate::pool::{self, Pool};
 use crate::proxy::{self, Routed};
 use crate::state::Shared;
+use crate::upstream::Installed;
 use crate::worker::Local;
 use flatnet_l7_routes::{Route, Table, UpstreamProtocol};
 use hyper::StatusCode;
@@ -68,6 +70,8 @@ impl Buffers {
 /// Facts of the connection a request head is planned for.
 struct Client {
     addr: SocketAddr,
+    /// The address's IP, as `X-Forwarded-For` gets it.
+    ip: String,
     tls: bool,
     max_headers: usize,
     log: bool,
@@ -97,7 +101,7 @@ enum Plan<'t> {
     Forward(Planned<'t>),
 }
 
-/// Looks up header `name` (lower case) in `fields`.
+/// Looks up header `name` in `fields`.
 fn field<'b>(fields: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
     fields
         .iter()
@@ -105,18 +109,56 @@ fn field<'b>(fields: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
         .map(|h| h.value)
 }
 
-/// Whether any `name` field lists `token`.
-fn lists(fields: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    fields
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .flat_map(|h| headers::tokens(h.value))
-        .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+/// What one pass over the fields of a head finds.
+#[derive(Default)]
+struct Seen<'b> {
+    host: Option<&'b [u8]>,
+    request_id: Option<&'b [u8]>,
+    upgrade: bool,
+    expect: bool,
+    forwarded_for: bool,
+    /// `TE` lists `trailers`.
+    trailers: bool,
+    /// `Connection` lists `close`.
+    close: bool,
+    /// The field names `Connection` lists (hop-by-hop too).
+    listed: Vec<&'b [u8]>,
 }
 
-/// Whether field `name` is hop-by-hop: a fixed one or one that `Connection` names.
-fn hop_by_hop(fields: &[httparse::Header<'_>], name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || lists(fields, "connection", name)
+impl<'b> Seen<'b> {
+    fn of(fields: &[httparse::Header<'b>]) -> Seen<'b> {
+        let mut seen = Seen::default();
+        for h in fields {
+            let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+            if is("host") {
+                seen.host.get_or_insert(h.value);
+            } else if is("x-request-id") {
+                seen.request_id.get_or_insert(h.value);
+            } else if is("connection") {
+                for token in headers::tokens(h.value) {
+                    seen.close |= token.eq_ignore_ascii_case(b"close");
+                    seen.listed.push(token);
+                }
+            } else if is("te") {
+                let mut tokens = headers::tokens(h.value);
+                seen.trailers |= tokens.any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            } else {
+                seen.upgrade |= is("upgrade");
+                seen.expect |= is("expect");
+                seen.forwarded_for |= is("x-forwarded-for");
+            }
+        }
+        seen
+    }
+
+    /// Whether field `name` is hop-by-hop: a fixed one or one that `Connection` names.
+    fn hop_by_hop(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || self
+                .listed
+                .iter()
+                .any(|l| name.as_bytes().eq_ignore_ascii_case(l))
+    }
 }
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -140,16 +182,17 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
         return Plan::Decline;
     };
     let fields = &*req.headers;
+    let seen = Seen::of(fields);
     let plain = fields.len() <= client.max_headers
         && method != "CONNECT"
         && target.starts_with('/')
-        && field(fields, "upgrade").is_none()
-        && field(fields, "expect").is_none()
+        && !seen.upgrade
+        && !seen.expect
         && matches!(
             framing::framing(fields.iter().map(|h| (h.name, h.value))),
             Ok(Body::Empty | Body::Length(0))
         );
-    let raw_host = field(fields, "host").and_then(|h| std::str::from_utf8(h).ok());
+    let raw_host = seen.host.and_then(|h| std::str::from_utf8(h).ok());
     let (Some(raw_host), true) = (raw_host, plain) else {
         return Plan::Decline;
     };
@@ -164,7 +207,7 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
     if route.backend.protocol != UpstreamProtocol::Http1 {
         return Plan::Decline;
     }
-    let request_id = match field(fields, "x-request-id") {
+    let request_id = match seen.request_id {
         Some(id) if headers::valid_request_id(id) => id.to_vec(),
         _ => headers::new_request_id(fastrand::u128(..)).to_vec(),
     };
@@ -182,22 +225,25 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
     for h in fields {
         let ours = h.name.eq_ignore_ascii_case("x-request-id")
             || replaced.iter().any(|r| h.name.eq_ignore_ascii_case(r));
-        if !ours && !hop_by_hop(fields, h.name) {
+        if !ours && !seen.hop_by_hop(h.name) {
             line(out, h.name.as_bytes(), h.value);
         }
     }
-    if lists(fields, "te", "trailers") {
+    if seen.trailers {
         line(out, b"te", b"trailers");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    for h in fields
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(replaced[0]))
-    {
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b", ");
+    if seen.forwarded_for {
+        for h in fields
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(replaced[0]))
+        {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
     }
-    let _ = write!(out, "{}\r\n", client.addr.ip());
+    out.extend_from_slice(client.ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let proto = if client.tls { "https" } else { "http" };
     line(out, b"x-forwarded-proto", proto.as_bytes());
     line(out, b"x-forwarded-host", raw_host.as_bytes());
@@ -214,7 +260,7 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
         route,
         idempotent: idempotent(method),
         head: method == "HEAD",
-        close: lists(fields, "connection", "close"),
+        close: seen.close,
         key,
         request_id,
         record,
@@ -283,9 +329,14 @@ struct Extra<'a> {
 /// Parses the response head at the start of `buf` (answering a HEAD request when `head`)
 /// and writes the head to send to the client into `out`.
 fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result<Head, BadReply> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(Head::Partial),
         _ => return Err(BadReply),
@@ -317,12 +368,17 @@ fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result
             Err(_) => return Err(BadReply),
         }
     };
-    let reusable = version == 1 && !lists(fields, "connection", "close");
+    let seen = Seen::of(fields);
+    let reusable = version == 1 && !seen.close;
     let close = extra.close || length == Length::UntilClose;
 
     out.clear();
     let reason = resp.reason.unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&status_digits(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let debug = [proxy::X_FLATNET_ROUTE, proxy::X_FLATNET_UPSTREAM];
     for h in fields {
         let name = h.name;
@@ -335,7 +391,7 @@ fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result
         } else if debug.iter().any(|d| name.eq_ignore_ascii_case(d.as_str())) {
             extra.debug.is_none()
         } else {
-            !hop_by_hop(fields, name)
+            !seen.hop_by_hop(name)
         };
         if keep {
             line(out, name.as_bytes(), h.value);
@@ -356,6 +412,12 @@ fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result
         length,
         reusable: reusable && length != Length::UntilClose,
     }))
+}
+
+/// The three digits of a status code (100 to 999, as `httparse` reads them).
+fn status_digits(status: u16) -> [u8; 3] {
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    [digit(status / 100), digit(status / 10), digit(status)]
 }
 
 /// An answer made here (502, 504), in the form hyper's path gives its own.
@@ -570,18 +632,22 @@ impl Fast<'_> {
         let limit = config.limits.max_header_bytes.max(crate::listener::MIN_BUF);
         let client = Client {
             addr: self.conn.client,
+            ip: self.conn.client.ip().to_string(),
             tls: self.conn.tls,
             max_headers: config.limits.max_headers,
             log: !matches!(config.access_log, crate::AccessLog::Off),
         };
         let mut buf = Vec::with_capacity(crate::listener::MIN_BUF);
         let (mut up, mut down) = (Vec::new(), Vec::new());
+        // Checks for a new table with one atomic read, without counting a reference.
+        let mut tables = arc_swap::Cache::new(&self.shared.installed);
+        let (mut head_limit, mut answer_limit) = (Deadline::new(), Deadline::new());
         loop {
-            let table = self.shared.table.load_full();
+            let installed = tables.load();
             let head = async {
                 loop {
                     if !buf.is_empty() {
-                        match plan(&buf, &table, &client, &mut up) {
+                        match plan(&buf, &installed.table, &client, &mut up) {
                             Plan::Partial if buf.len() < limit => {}
                             Plan::Partial | Plan::Decline => return Some(None),
                             Plan::Forward(planned) if refused(&buf[planned.head_len..], limit) => {
@@ -598,14 +664,15 @@ impl Fast<'_> {
                     }
                 }
             };
-            let timeout = config.limits.header_read_timeout;
-            let planned = match tokio::time::timeout(timeout, head).await {
-                Ok(Some(Some(planned))) => planned,
-                Ok(Some(None)) => return Some(buf),
-                Ok(None) | Err(_) => return None,
+            head_limit.set(config.limits.header_read_timeout);
+            let planned = match head_limit.within(head).await {
+                Some(Some(Some(planned))) => planned,
+                Some(Some(None)) => return Some(buf),
+                Some(None) | None => return None,
             };
             buf.drain(..planned.head_len);
-            if !self.forward(io, planned, &up, &mut down).await {
+            let exchange = (planned, up.as_slice(), &mut answer_limit);
+            if !self.forward(io, installed, exchange, &mut down).await {
                 return None;
             }
         }
@@ -616,8 +683,8 @@ impl Fast<'_> {
     async fn forward<IO>(
         &self,
         io: &mut IO,
-        planned: Planned<'_>,
-        up: &[u8],
+        installed: &Installed,
+        (planned, up, limit): (Planned<'_>, &[u8], &mut Deadline),
         down: &mut Vec<u8>,
     ) -> bool
     where
@@ -626,7 +693,14 @@ impl Fast<'_> {
         let started = Instant::now();
         let route = planned.route;
         let options = &route.options;
-        let mut attempts = Attempts::new(self.shared, route, planned.key, planned.idempotent);
+        let mut attempts = Attempts::new(
+            self.shared,
+            self.local,
+            installed,
+            route,
+            planned.key,
+            planned.idempotent,
+        );
         let mut buf = self.local.buffers.take();
         let mut extra = Extra {
             request_id: &planned.request_id,
@@ -649,25 +723,26 @@ impl Fast<'_> {
                 &mut buf,
                 down,
             );
-            outcome = match tokio::time::timeout(options.request_timeout, exchanging).await {
-                Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
-                Ok(Err(Fail::Connect(e))) => {
+            limit.set(options.request_timeout);
+            outcome = match limit.within(exchanging).await {
+                None => Err(StatusCode::GATEWAY_TIMEOUT),
+                Some(Err(Fail::Connect(e))) => {
                     attempts.connect_failed(t, &e);
                     refused = Some(t);
                     continue;
                 }
-                Ok(Err(Fail::Exchange(e))) => {
+                Some(Err(Fail::Exchange(e))) => {
                     tracing::debug!("{}: request to {} failed: {e}", route.backend.key, t.addr);
                     Err(StatusCode::BAD_GATEWAY)
                 }
-                Ok(Ok(answer)) => Ok((t, answer, sent.elapsed(), in_flight)),
+                Some(Ok(answer)) => Ok((t, answer, sent.elapsed(), in_flight)),
             };
             refused = Some(t);
             break;
         }
         let (status, upstream, upstream_took, relayed) = match outcome {
             Ok((t, (mut stream, reply), took, _in_flight)) => {
-                attempts.answered(self.local, t, reply.status, took);
+                attempts.answered(t, reply.status, took);
                 let relayed = relay(io, &mut stream, reply, &mut buf, down).await;
                 if let Ok(Relayed { reusable: true, .. }) = relayed {
                     self.local.pool.put_stream(t.addr, stream);
@@ -715,6 +790,7 @@ mod tests {
     fn client() -> Client {
         Client {
             addr: SocketAddr::from(([10, 0, 0, 9], 5555)),
+            ip: "10.0.0.9".into(),
             tls: false,
             max_headers: 100,
             log: false,

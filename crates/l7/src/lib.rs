@@ -22,6 +22,7 @@ mod body;
 pub mod cli;
 mod config;
 mod conn;
+mod deadline;
 mod forward;
 pub mod framing;
 mod h1;

@@ -149,9 +149,15 @@ async fn answer(
     {
         return Answer::status(StatusCode::BAD_REQUEST, true);
     }
-    let table = shared.table.load_full();
+    let installed = shared.installed.load_full();
     let query = req.uri().query();
-    match route(&table, conn.tls, raw_host, req.uri().path(), query) {
+    match route(
+        &installed.table,
+        conn.tls,
+        raw_host,
+        req.uri().path(),
+        query,
+    ) {
         Routed::Refused(status) => Answer::status(status, false),
         Routed::Redirect(route, location) => {
             let mut answer = Answer::status(StatusCode::PERMANENT_REDIRECT, false);
@@ -174,6 +180,7 @@ async fn answer(
                 shared,
                 conn,
                 local,
+                installed: &installed,
                 route,
                 raw_host,
                 target: &target,

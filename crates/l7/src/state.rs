@@ -4,19 +4,18 @@
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::tls::CertStore;
-use crate::upstream::Upstreams;
+use crate::upstream::{Installed, Upstreams};
 use arc_swap::ArcSwap;
 use flatnet_l7_routes::Table;
 use rustls::sign::CertifiedKey;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The proxy's shared state.
 pub struct Shared {
     /// Settings.
     pub config: ProxyConfig,
-    /// The route table requests are matched against.
-    pub table: ArcSwap<Table>,
+    /// The route table requests are matched against, with its backends' state.
+    pub installed: ArcSwap<Installed>,
     /// Certificates for TLS handshakes.
     pub certs: Arc<ArcSwap<CertStore>>,
     /// Served when no certificate fits.
@@ -32,10 +31,11 @@ impl Shared {
     pub fn new(config: ProxyConfig, table: Arc<Table>, default_cert: Arc<CertifiedKey>) -> Shared {
         let (store, warnings) = CertStore::build(table.certificates(), default_cert.clone());
         log_warnings(&warnings);
+        let upstreams = Upstreams::new(config.workers);
         Shared {
-            upstreams: Upstreams::default(),
+            installed: ArcSwap::from_pointee(upstreams.install(table)),
+            upstreams,
             config,
-            table: ArcSwap::new(table),
             certs: Arc::new(ArcSwap::from_pointee(store)),
             default_cert,
             metrics: Metrics::new(),
@@ -49,16 +49,8 @@ impl Shared {
         log_warnings(&warnings);
         log_warnings(table.warnings());
         self.certs.store(Arc::new(store));
-        let keep: HashSet<_> = table
-            .routes()
-            .into_iter()
-            .flat_map(|r| {
-                let key = r.backend.key.clone();
-                r.backend.endpoints.iter().map(move |a| (key.clone(), *a))
-            })
-            .collect();
-        self.table.store(table);
-        self.upstreams.retain(&keep);
+        self.installed
+            .store(Arc::new(self.upstreams.install(table)));
     }
 }
 

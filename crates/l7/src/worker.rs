@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// What the requests of one worker share besides [`Shared`].
 pub struct Local {
+    /// The worker's number, from 0.
+    pub index: usize,
     /// The worker's upstream connections.
     pub pool: Arc<Pool>,
     /// The worker's metric handles.
@@ -53,7 +55,7 @@ impl Workers {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("flatnet-l7-{i}"))
-                .spawn(move || runtime.block_on(serve(rx, shared)))?;
+                .spawn(move || runtime.block_on(serve(i, rx, shared)))?;
             queues.push(tx);
         }
         Ok(Workers {
@@ -72,10 +74,11 @@ impl Workers {
 }
 
 /// One worker: serves the connections it is handed until the queue closes.
-async fn serve(mut queue: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
+async fn serve(index: usize, mut queue: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
     let pool = Arc::new(Pool::new(shared.config.upstream_idle_timeout));
     let sweeper = tokio::spawn(sweep(pool.clone()));
     let local = Arc::new(Local {
+        index,
         pool,
         handles: Handles::default(),
         buffers: Buffers::default(),
