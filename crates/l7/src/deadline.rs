@@ -31,9 +31,9 @@ impl Deadline {
         }
     }
 
-    /// Sets the limit `limit` from now.
-    pub fn set(&mut self, limit: Duration) {
-        self.until = Instant::now() + limit;
+    /// Sets the limit `limit` after `from`.
+    pub fn set(&mut self, from: Instant, limit: Duration) {
+        self.until = from + limit;
         if self.until < self.armed {
             self.arm();
         }
@@ -70,25 +70,25 @@ mod tests {
     #[tokio::test]
     async fn limits_hold_when_moved_later_and_earlier() {
         let mut d = Deadline::new();
-        d.set(Duration::from_millis(50));
+        d.set(Instant::now(), Duration::from_millis(50));
         assert_eq!(d.within(async { 7 }).await, Some(7));
         // moved later without re-arming: the early timer fires, is re-armed, and the
         // limit still holds at its new instant
         tokio::time::sleep(Duration::from_millis(30)).await;
-        d.set(Duration::from_millis(120));
+        d.set(Instant::now(), Duration::from_millis(120));
         let started = Instant::now();
         assert_eq!(d.within(std::future::pending::<()>()).await, None);
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(115), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         // moved earlier: re-armed at once
-        d.set(Duration::from_secs(60));
-        d.set(Duration::from_millis(20));
+        d.set(Instant::now(), Duration::from_secs(60));
+        d.set(Instant::now(), Duration::from_millis(20));
         let started = Instant::now();
         assert_eq!(d.within(std::future::pending::<()>()).await, None);
         assert!(started.elapsed() < Duration::from_secs(2));
         // a future that ends in time wins
-        d.set(Duration::from_millis(500));
+        d.set(Instant::now(), Duration::from_millis(500));
         let done = d
             .within(tokio::time::sleep(Duration::from_millis(10)))
             .await;

@@ -495,7 +495,7 @@ async fn exchange(
 /// sent again.
 async fn connect_and_exchange(
     pool: &Pool,
-    addr: SocketAddr,
+    (addr, now): (SocketAddr, Instant),
     connect_timeout: Duration,
     x: (&[u8], &Planned<'_>, &Extra<'_>),
     buf: &mut Vec<u8>,
@@ -503,7 +503,7 @@ async fn connect_and_exchange(
 ) -> Result<(TcpStream, Reply), Fail> {
     let (head, planned, extra) = x;
     loop {
-        let (mut stream, pooled) = match pool.take_stream(addr) {
+        let (mut stream, pooled) = match pool.take_stream(addr, now) {
             Some(stream) => (stream, true),
             None => {
                 let stream = pool::dial(addr, connect_timeout).await;
@@ -642,6 +642,9 @@ impl Fast<'_> {
         // Checks for a new table with one atomic read, without counting a reference.
         let mut tables = arc_swap::Cache::new(&self.shared.installed);
         let (mut head_limit, mut answer_limit) = (Deadline::new(), Deadline::new());
+        // When the wait for the next request head began (clock reads are counted: each
+        // request reads it three times).
+        let mut waiting = Instant::now();
         loop {
             let installed = tables.load();
             let head = async {
@@ -664,7 +667,7 @@ impl Fast<'_> {
                     }
                 }
             };
-            head_limit.set(config.limits.header_read_timeout);
+            head_limit.set(waiting, config.limits.header_read_timeout);
             let planned = match head_limit.within(head).await {
                 Some(Some(Some(planned))) => planned,
                 Some(Some(None)) => return Some(buf),
@@ -672,21 +675,22 @@ impl Fast<'_> {
             };
             buf.drain(..planned.head_len);
             let exchange = (planned, up.as_slice(), &mut answer_limit);
-            if !self.forward(io, installed, exchange, &mut down).await {
-                return None;
+            match self.forward(io, installed, exchange, &mut down).await {
+                (true, done) => waiting = done,
+                (false, _) => return None,
             }
         }
     }
 
     /// Forwards one planned request whose upstream head is `up`; false when the client
-    /// connection is to be closed.
+    /// connection is to be closed; and when the request was done.
     async fn forward<IO>(
         &self,
         io: &mut IO,
         installed: &Installed,
         (planned, up, limit): (Planned<'_>, &[u8], &mut Deadline),
         down: &mut Vec<u8>,
-    ) -> bool
+    ) -> (bool, Instant)
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -709,21 +713,24 @@ impl Fast<'_> {
         };
         let mut refused = None;
         let mut outcome = Err(StatusCode::BAD_GATEWAY);
+        let mut sent = started;
         while let Some(t) = attempts.next() {
             if self.shared.config.debug_headers {
                 extra.debug = Some((&route.id, t.addr));
             }
-            let sent = Instant::now();
+            if refused.is_some() {
+                sent = Instant::now();
+            }
             let in_flight = attempts.start(t);
             let exchanging = connect_and_exchange(
                 &self.local.pool,
-                t.addr,
+                (t.addr, sent),
                 options.connect_timeout,
                 (up, &planned, &extra),
                 &mut buf,
                 down,
             );
-            limit.set(options.request_timeout);
+            limit.set(sent, options.request_timeout);
             outcome = match limit.within(exchanging).await {
                 None => Err(StatusCode::GATEWAY_TIMEOUT),
                 Some(Err(Fail::Connect(e))) => {
@@ -735,7 +742,7 @@ impl Fast<'_> {
                     tracing::debug!("{}: request to {} failed: {e}", route.backend.key, t.addr);
                     Err(StatusCode::BAD_GATEWAY)
                 }
-                Some(Ok(answer)) => Ok((t, answer, sent.elapsed(), in_flight)),
+                Some(Ok(answer)) => Ok((t, answer, Instant::now() - sent, in_flight)),
             };
             refused = Some(t);
             break;
@@ -745,7 +752,7 @@ impl Fast<'_> {
                 attempts.answered(t, reply.status, took);
                 let relayed = relay(io, &mut stream, reply, &mut buf, down).await;
                 if let Ok(Relayed { reusable: true, .. }) = relayed {
-                    self.local.pool.put_stream(t.addr, stream);
+                    self.local.pool.put_stream(t.addr, stream, Instant::now());
                 }
                 (reply.status, Some(t.addr), Some(took), relayed)
             }
@@ -770,7 +777,8 @@ impl Fast<'_> {
             record.upstream_ms = upstream_took.map(access::millis);
         }
         let bytes_out = relayed.as_ref().map_or(0, |r| r.bytes);
-        let took = started.elapsed();
+        let done = Instant::now();
+        let took = done - started;
         (self.shared).answered(
             self.local,
             Some(&route.id),
@@ -779,7 +787,8 @@ impl Fast<'_> {
             record,
             (0, bytes_out),
         );
-        matches!(relayed, Ok(Relayed { open: true, .. })) && !planned.close
+        let open = matches!(relayed, Ok(Relayed { open: true, .. })) && !planned.close;
+        (open, done)
     }
 }
 

@@ -15,7 +15,8 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
-use std::collections::HashMap;
+/// Maps by endpoint address, with a fast hash.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -172,12 +173,11 @@ impl Pool {
         resp.map(|body| Leased::new(body, lease))
     }
 
-    /// An idle connection of the fast path to `addr` (the most recently used one), if any.
-    /// It may have been closed by the endpoint meanwhile.
-    pub fn take_stream(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// An idle connection of the fast path to `addr` (the most recently used one), if any,
+    /// at `now`. It may have been closed by the endpoint meanwhile.
+    pub fn take_stream(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut pools = lock(&self.streams);
         let idle = pools.get_mut(&addr)?;
-        let now = Instant::now();
         while let Some(IdleStream { stream, since }) = idle.pop() {
             if now.duration_since(since) < self.idle_timeout {
                 return Some(stream);
@@ -186,9 +186,8 @@ impl Pool {
         None
     }
 
-    /// Keeps a fast-path connection to `addr` for the next request.
-    pub fn put_stream(&self, addr: SocketAddr, stream: TcpStream) {
-        let since = Instant::now();
+    /// Keeps a fast-path connection to `addr`, idle since `since`, for the next request.
+    pub fn put_stream(&self, addr: SocketAddr, stream: TcpStream, since: Instant) {
         lock(&self.streams)
             .entry(addr)
             .or_default()
