@@ -247,6 +247,16 @@ impl Table {
         routes
     }
 
+    /// Every backend a route sends to, in no particular order (a backend shared by routes
+    /// may come more than once); cheaper than [`Table::routes`], which sorts.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        let levels = self.exact.values().chain(self.wildcard.values());
+        let routes = levels.chain([&self.any]).flat_map(Paths::routes);
+        routes
+            .chain(&self.default_backend)
+            .map(|route| &route.backend)
+    }
+
     /// Certificates by host, first claim wins.
     pub fn certificates(&self) -> &[Certificate] {
         &self.certificates

@@ -289,3 +289,18 @@ fn routes_are_listed_in_precedence_order() {
     assert!(position("default/web:*.foo.com/(Prefix)") < position("default/anyhost:*/(Prefix)"));
     assert_eq!(ids.last(), Some(&"default/fallback:default-backend"));
 }
+
+#[test]
+fn backends_are_those_of_the_routes() {
+    let table = Objects::load().table();
+    let keys = |it: &mut dyn Iterator<Item = &str>| {
+        let mut keys: Vec<String> = it.map(str::to_string).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    };
+    let of_routes = keys(&mut table.routes().into_iter().map(|r| r.backend.key.as_ref()));
+    let of_backends = keys(&mut table.backends().map(|b| b.key.as_ref()));
+    assert!(of_routes.len() > 2, "{of_routes:?}");
+    assert_eq!(of_backends, of_routes);
+}

@@ -176,12 +176,12 @@ impl Upstreams {
     pub fn install(&self, table: Arc<Table>) -> Installed {
         let mut backends = HashMap::default();
         let mut keep = HashSet::new();
-        for route in table.routes() {
-            let backend = &route.backend;
-            backends
-                .entry(backend.key.clone())
-                .or_insert_with(|| self.state(backend));
+        for backend in table.backends() {
+            if backends.contains_key(&backend.key) {
+                continue;
+            }
             keep.extend(backend.endpoints.iter().map(|a| (backend.key.clone(), *a)));
+            backends.insert(backend.key.clone(), self.state(backend));
         }
         self.retain(&keep);
         Installed { table, backends }
