@@ -32,13 +32,14 @@ impl Shared {
         let (store, warnings) = CertStore::build(table.certificates(), default_cert.clone());
         log_warnings(&warnings);
         let upstreams = Upstreams::new(config.workers);
+        let metrics = Metrics::new(config.workers);
         Shared {
             installed: ArcSwap::from_pointee(upstreams.install(table)),
             upstreams,
             config,
             certs: Arc::new(ArcSwap::from_pointee(store)),
             default_cert,
-            metrics: Metrics::new(),
+            metrics,
         }
     }
 

@@ -80,7 +80,7 @@ async fn serve(index: usize, mut queue: mpsc::UnboundedReceiver<Accepted>, share
     let local = Arc::new(Local {
         index,
         pool,
-        handles: Handles::default(),
+        handles: Handles::new(index),
         buffers: Buffers::default(),
     });
     let builder = Arc::new(listener::builder(&shared.config.limits));
