@@ -2,7 +2,9 @@
 # How fast can an HTTP/1.1 proxy on tokio be here? flatnet's proxy, nginx (Debian's) and the
 # leanest tokio proxy (bench/l7/spike: no routing, no limits; multi-threaded runtime, and one
 # single-threaded runtime per core) in front of the same nginx backend, wrk 64 connections
-# keep-alive, ROUNDS rounds alternating. Prints "port req/s p99" lines and the medians.
+# keep-alive, ROUNDS rounds alternating. Prints "port req/s p99 user-us system-us" lines (the
+# proxy's CPU time per request, from /proc/PID/stat of the proxy and its child processes,
+# i.e. nginx's workers) and the medians.
 #
 # Safety: everything listens on 127.0.0.1 (ports 42001-42041); no sysctl or network change;
 # only the PIDs started here are killed, on exit and on error.
@@ -28,11 +30,22 @@ python3 bench/l7/l7bench.py gen "$TMP" --b1 42001 --b2 42002 --bnew 42003 --bh2 
   --haproxy-http 42020 --haproxy-h2c 42021 --haproxy-tls 42022 --hosts-small 10 --hosts-large 10 \
   --proxy-workers 2 --backend-workers 2 >/dev/null
 nginx -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log" & PIDS+=($!)
-nginx -c "$TMP/nginx10/nginx.conf" -e "$TMP/nginx10/error.log" & PIDS+=($!)
+declare -A PID_OF
+nginx -c "$TMP/nginx10/nginx.conf" -e "$TMP/nginx10/error.log" & PIDS+=($!); PID_OF[42010]=$!
 target/release/flatnet l7 -f "$TMP/flatnet10/manifests" --http 127.0.0.1:42030 --https off \
-  --admin off --access-log off & PIDS+=($!)
-"$SPIKE" 127.0.0.1:42040 127.0.0.1:42001 & PIDS+=($!)
-"$SPIKE" 127.0.0.1:42041 127.0.0.1:42001 per-core & PIDS+=($!)
+  --admin off --access-log off & PIDS+=($!); PID_OF[42030]=$!
+"$SPIKE" 127.0.0.1:42040 127.0.0.1:42001 & PIDS+=($!); PID_OF[42040]=$!
+"$SPIKE" 127.0.0.1:42041 127.0.0.1:42001 per-core & PIDS+=($!); PID_OF[42041]=$!
+HZ=$(getconf CLK_TCK)
+# "utime stime" in clock ticks, summed over a process and its children.
+ticks() {
+  local u=0 s=0 p f
+  for p in $1 $(pgrep -P "$1" || true); do
+    read -r -a f <"/proc/$p/stat"
+    u=$((u + f[13])); s=$((s + f[14]))
+  done
+  echo "$u $s"
+}
 H="Host: host-00005.example.com"
 for p in 42010 42030 42040 42041; do
   ok=0
@@ -45,14 +58,19 @@ done
 : >"$TMP/results"
 for ((r = 1; r <= ROUNDS; r++)); do
   for p in 42010 42030 42040 42041; do
+    read -r u0 s0 <<<"$(ticks "${PID_OF[$p]}")"
     line=$(wrk -c64 -t2 -d"${D}s" --latency -H "$H" "http://127.0.0.1:$p/api/items" |
-      awk '/Requests\/sec/ {rps=$2} /99%/ {p99=$2} END {print rps, p99}')
-    echo "$p $line" | tee -a "$TMP/results"
+      awk '/requests in/ {n=$1} /Requests\/sec/ {rps=$2} /99%/ {p99=$2} END {print rps, p99, n}')
+    read -r u1 s1 <<<"$(ticks "${PID_OF[$p]}")"
+    read -r rps p99 n <<<"$line"
+    cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$n" -v hz="$HZ" \
+      'BEGIN {printf "%.2f %.2f", u / hz / n * 1e6, s / hz / n * 1e6}')
+    echo "$p $rps $p99 $cpu" | tee -a "$TMP/results"
   done
 done
 echo
 echo "medians: 42010 nginx, 42030 flatnet l7, 42040 spike (multi-threaded), 42041 spike (per core)"
 for p in 42010 42030 42040 42041; do
-  awk -v p=$p '$1==p {print $2}' "$TMP/results" | sort -n |
-    awk -v p=$p '{a[NR]=$1} END {printf "%s %.0f req/s\n", p, a[int((NR+1)/2)]}'
+  med() { awk -v p=$p -v c="$1" '$1==p {print $c}' "$TMP/results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  echo "$p $(med 2) req/s, CPU per request: user $(med 4) us, system $(med 5) us"
 done
