@@ -146,8 +146,9 @@ impl<'a> Builder<'a> {
             }
         };
         let written = rule.path.as_deref().unwrap_or("/");
-        let mut path =
-            path::normalise(written).map_err(|e| ("path".into(), format!("{written:?}: {e}")))?;
+        let mut path = path::normalise(written)
+            .map_err(|e| ("path".into(), format!("{written:?}: {e}")))?
+            .into_owned();
         if kind != PathKind::Exact && path.len() > 1 && path.ends_with('/') {
             path.pop();
         }

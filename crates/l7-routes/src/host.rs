@@ -11,10 +11,11 @@
 //!   are names of digits and dots and pass as they are.
 
 use crate::HostMatch;
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 /// Lower case, without the port, without a trailing dot; `None` when it is not a valid host.
-pub fn normalise(authority: &str) -> Option<String> {
+pub fn normalise(authority: &str) -> Option<Cow<'_, str>> {
     if let Some(rest) = authority.strip_prefix('[') {
         let (literal, port) = rest.split_once(']')?;
         let port = match port {
@@ -22,9 +23,7 @@ pub fn normalise(authority: &str) -> Option<String> {
             _ => Some(port.strip_prefix(':')?),
         };
         literal.parse::<Ipv6Addr>().ok()?;
-        return port
-            .is_none_or(valid_port)
-            .then(|| literal.to_ascii_lowercase());
+        return port.is_none_or(valid_port).then(|| lower(literal));
     }
     let name = match authority.rsplit_once(':') {
         Some((name, port)) if valid_port(port) => name,
@@ -32,7 +31,15 @@ pub fn normalise(authority: &str) -> Option<String> {
         None => authority,
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    valid_name(name).then(|| name.to_ascii_lowercase())
+    valid_name(name).then(|| lower(name))
+}
+
+/// `text` in lower case, copied only when it has an upper-case letter.
+fn lower(text: &str) -> Cow<'_, str> {
+    match text.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(text.to_ascii_lowercase()),
+        false => Cow::Borrowed(text),
+    }
 }
 
 /// Parses the `host` of an Ingress rule or TLS entry: a name (lower-cased, see

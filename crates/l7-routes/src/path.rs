@@ -14,6 +14,8 @@
 //!
 //! Other bytes are kept as they are; matching is case-sensitive.
 
+use std::borrow::Cow;
+
 /// Why a request path is refused (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -26,15 +28,15 @@ pub enum PathError {
 }
 
 /// Normalises a request path (without the query).
-pub fn normalise(raw: &str) -> Result<String, PathError> {
+pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     if already_normal(raw) {
-        return Ok(raw.to_string());
+        return Ok(Cow::Borrowed(raw));
     }
     let decoded = decode_unreserved(raw)?;
-    Ok(remove_dot_segments(&decoded))
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
 /// Whether no rule changes `raw` (no escape, no empty, `.` or `..` segment inside): the

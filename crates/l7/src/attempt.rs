@@ -19,7 +19,8 @@ pub struct Attempts<'a> {
     local: &'a Local,
     route: &'a Route,
     state: Cow<'a, BackendState>,
-    tried: Vec<bool>,
+    /// The endpoints as the balancer sees them (`tried` kept from try to try).
+    candidates: Vec<Candidate>,
     key: Option<u64>,
     left: u32,
 }
@@ -54,7 +55,14 @@ impl<'a> Attempts<'a> {
             local,
             route,
             state,
-            tried: vec![false; backend.endpoints.len()],
+            candidates: (backend.endpoints.iter())
+                .map(|addr| Candidate {
+                    addr: *addr,
+                    in_flight: 0,
+                    ejected: false,
+                    tried: false,
+                })
+                .collect(),
             key,
             left: if retryable {
                 route.options.retries + 1
@@ -77,21 +85,12 @@ impl<'a> Attempts<'a> {
         }
         self.left -= 1;
         let mut now = None;
-        let backend = &self.route.backend;
-        let candidates: Vec<Candidate> = backend
-            .endpoints
-            .iter()
-            .zip(&self.state.endpoints)
-            .zip(&self.tried)
-            .map(|((addr, state), tried)| Candidate {
-                addr: *addr,
-                in_flight: state.in_flight(),
-                ejected: state
-                    .ejected_until()
-                    .is_some_and(|until| *now.get_or_insert_with(Instant::now) < until),
-                tried: *tried,
-            })
-            .collect();
+        for (c, state) in self.candidates.iter_mut().zip(&self.state.endpoints) {
+            c.in_flight = state.in_flight();
+            c.ejected = state
+                .ejected_until()
+                .is_some_and(|until| *now.get_or_insert_with(Instant::now) < until);
+        }
         let draw = Draw {
             ticket: self.state.tickets[self.local.index % self.state.tickets.len()]
                 .0
@@ -99,11 +98,11 @@ impl<'a> Attempts<'a> {
             random: (fastrand::usize(..), fastrand::usize(..)),
             key: self.key,
         };
-        let index = balance::choose(&self.route.options.balance, &candidates, draw)?;
-        self.tried[index] = true;
+        let index = balance::choose(&self.route.options.balance, &self.candidates, draw)?;
+        self.candidates[index].tried = true;
         Some(Try {
             index,
-            addr: backend.endpoints[index],
+            addr: self.candidates[index].addr,
         })
     }
 

@@ -54,36 +54,31 @@ fn weight(key: u64, addr: &SocketAddr) -> u64 {
     h.finish()
 }
 
-/// Index into `candidates` of the endpoint to use, `None` when every one was tried.
+/// Index into `candidates` of the endpoint to use, `None` when every one was tried. Builds
+/// nothing: it runs on every request.
 pub fn choose(balance: &Balance, candidates: &[Candidate], draw: Draw) -> Option<usize> {
-    let untried: Vec<usize> = (0..candidates.len())
-        .filter(|&i| !candidates[i].tried)
-        .collect();
-    let healthy: Vec<usize> = untried
-        .iter()
-        .copied()
-        .filter(|&i| !candidates[i].ejected)
-        .collect();
-    let pool = if healthy.is_empty() { untried } else { healthy };
-    if pool.is_empty() {
+    let untried = || (0..candidates.len()).filter(|&i| !candidates[i].tried);
+    let any_healthy = untried().any(|i| !candidates[i].ejected);
+    // The endpoints to choose from: the healthy untried ones, else every untried one.
+    let pool = || untried().filter(move |&i| !any_healthy || !candidates[i].ejected);
+    let len = pool().count();
+    if len == 0 {
         return None;
     }
-    let round_robin = pool[draw.ticket % pool.len()];
+    let nth = |k: usize| pool().nth(k % len);
     match (balance, draw.key) {
-        (Balance::HashHeader(_) | Balance::HashClientIp, Some(key)) => pool
-            .iter()
-            .copied()
-            .max_by_key(|&i| weight(key, &candidates[i].addr)),
+        (Balance::HashHeader(_) | Balance::HashClientIp, Some(key)) => {
+            pool().max_by_key(|&i| weight(key, &candidates[i].addr))
+        }
         (Balance::LeastRequest, _) => {
-            let a = pool[draw.random.0 % pool.len()];
-            let b = pool[draw.random.1 % pool.len()];
+            let (a, b) = (nth(draw.random.0)?, nth(draw.random.1)?);
             Some(if candidates[b].in_flight < candidates[a].in_flight {
                 b
             } else {
                 a
             })
         }
-        _ => Some(round_robin),
+        _ => nth(draw.ticket),
     }
 }
 

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Request, Response, StatusCode};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -176,6 +177,7 @@ async fn answer(
             answer
         }
         Routed::Forward(route, target) => {
+            let target = target.into_owned();
             let exchange = Exchange {
                 shared,
                 conn,
@@ -194,11 +196,11 @@ async fn answer(
     }
 }
 
-/// Where a request goes, by its host and path.
+/// Where a request goes, by its host and path (`'t`: the table, `'r`: the request).
 #[derive(Debug, PartialEq)]
-pub enum Routed<'t> {
+pub enum Routed<'t, 'r> {
     /// Upstream along the route, to the target (normalised path and the original query).
-    Forward(&'t Route, String),
+    Forward(&'t Route, Cow<'r, str>),
     /// A 308 to the `Location` given (a plain-HTTP request to a host with TLS, on a route
     /// that asks for the redirect).
     Redirect(&'t Route, String),
@@ -210,13 +212,13 @@ pub enum Routed<'t> {
 
 /// Routes a request for `raw_host` (as sent) and `raw_path` (without the query) with
 /// `table`; `tls` tells whether it came over TLS.
-pub fn route<'t>(
+pub fn route<'t, 'r>(
     table: &'t Table,
     tls: bool,
     raw_host: &str,
-    raw_path: &str,
+    raw_path: &'r str,
     query: Option<&str>,
-) -> Routed<'t> {
+) -> Routed<'t, 'r> {
     let Some(host) = host::normalise(raw_host) else {
         return Routed::Refused(StatusCode::BAD_REQUEST);
     };
@@ -228,7 +230,7 @@ pub fn route<'t>(
         Lookup::Route(route) => route,
     };
     let target = match query {
-        Some(q) => format!("{path}?{q}"),
+        Some(q) => Cow::Owned(format!("{path}?{q}")),
         None => path,
     };
     if !tls && table.redirects_to_https(&host, route) {
