@@ -174,10 +174,15 @@ impl Netlink {
         if let Some(l) = self.link(name)? {
             return Ok(l);
         }
-        self.add(
-            LinkBridge::new(name).mtu(mtu).up().build(),
-            &format!("bridge {name}"),
-        )?;
+        let made = self
+            .handle
+            .link()
+            .add(LinkBridge::new(name).mtu(mtu).up().build());
+        match self.run(made.execute()) {
+            // A concurrent caller (another CNI ADD) made it meanwhile: it sets it up.
+            Err(e) if is_errno(&e, libc::EEXIST) => return self.require(name),
+            r => r.with_context(|| format!("creating bridge {name}"))?,
+        }
         let l = self.require(name)?;
         let fixed = match mac {
             Some(m) => m,
