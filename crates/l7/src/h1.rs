@@ -711,14 +711,16 @@ impl Fast<'_> {
             debug: None,
             close: planned.close,
         };
-        let mut refused = None;
+        // The endpoint tried last.
+        let mut last: Option<Try> = None;
         let mut outcome = Err(StatusCode::BAD_GATEWAY);
         let mut sent = started;
         while let Some(t) = attempts.next() {
             if self.shared.config.debug_headers {
                 extra.debug = Some((&route.id, t.addr));
             }
-            if refused.is_some() {
+            if last.is_some() {
+                // A retry: its own clock.
                 sent = Instant::now();
             }
             let in_flight = attempts.start(t);
@@ -735,7 +737,7 @@ impl Fast<'_> {
                 None => Err(StatusCode::GATEWAY_TIMEOUT),
                 Some(Err(Fail::Connect(e))) => {
                     attempts.connect_failed(t, &e);
-                    refused = Some(t);
+                    last = Some(t);
                     continue;
                 }
                 Some(Err(Fail::Exchange(e))) => {
@@ -744,29 +746,28 @@ impl Fast<'_> {
                 }
                 Some(Ok(answer)) => Ok((t, answer, Instant::now() - sent, in_flight)),
             };
-            refused = Some(t);
+            last = Some(t);
             break;
         }
+        // The upstream connection to pool once the request is done.
+        let mut reusable = None;
         let (status, upstream, upstream_took, relayed) = match outcome {
             Ok((t, (mut stream, reply), took, _in_flight)) => {
                 attempts.answered(t, reply.status, took);
                 let relayed = relay(io, &mut stream, reply, &mut buf, down).await;
                 if let Ok(Relayed { reusable: true, .. }) = relayed {
-                    self.local.pool.put_stream(t.addr, stream, Instant::now());
+                    reusable = Some((t.addr, stream));
                 }
                 (reply.status, Some(t.addr), Some(took), relayed)
             }
             Err(status) => {
-                if !self.shared.config.debug_headers {
-                    extra.debug = None;
-                }
                 status_response(status, &extra, down);
                 let sent = io.write_all(down).await.map(|()| Relayed {
                     bytes: 0,
                     reusable: false,
                     open: true,
                 });
-                (status.as_u16(), refused.map(|t: Try| t.addr), None, sent)
+                (status.as_u16(), last.map(|t| t.addr), None, sent)
             }
         };
         self.local.buffers.give(buf);
@@ -778,6 +779,9 @@ impl Fast<'_> {
         }
         let bytes_out = relayed.as_ref().map_or(0, |r| r.bytes);
         let done = Instant::now();
+        if let Some((addr, stream)) = reusable {
+            self.local.pool.put_stream(addr, stream, done);
+        }
         let took = done - started;
         (self.shared).answered(
             self.local,
