@@ -50,6 +50,7 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
     Table {
         certificates,
         tls_hosts,
+        backends: builder.backends.in_use(),
         ..builder.table
     }
 }

@@ -201,6 +201,8 @@ pub struct Table {
     /// Rules without host.
     any: Paths,
     default_backend: Option<Route>,
+    /// The backends of the routes, each once.
+    backends: Vec<Arc<Backend>>,
     certificates: Vec<Certificate>,
     tls_hosts: TlsHosts,
     warnings: Vec<String>,
@@ -247,14 +249,9 @@ impl Table {
         routes
     }
 
-    /// Every backend a route sends to, in no particular order (a backend shared by routes
-    /// may come more than once); cheaper than [`Table::routes`], which sorts.
-    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        let levels = self.exact.values().chain(self.wildcard.values());
-        let routes = levels.chain([&self.any]).flat_map(Paths::routes);
-        routes
-            .chain(&self.default_backend)
-            .map(|route| &route.backend)
+    /// Every backend a route sends to, each once, in no particular order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
     }
 
     /// Certificates by host, first claim wins.

@@ -300,7 +300,8 @@ fn backends_are_those_of_the_routes() {
         keys
     };
     let of_routes = keys(&mut table.routes().into_iter().map(|r| r.backend.key.as_ref()));
-    let of_backends = keys(&mut table.backends().map(|b| b.key.as_ref()));
+    let of_backends = keys(&mut table.backends().iter().map(|b| b.key.as_ref()));
     assert!(of_routes.len() > 2, "{of_routes:?}");
+    assert_eq!(table.backends().len(), of_backends.len(), "each once");
     assert_eq!(of_backends, of_routes);
 }

@@ -54,12 +54,15 @@ pub struct Args {
     /// Add `x-flatnet-route` and `x-flatnet-upstream` to responses (debugging).
     #[arg(long)]
     pub debug_headers: bool,
+    /// Worker threads serving connections; default: one per CPU the process may run on.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 impl Args {
     /// The proxy settings these flags ask for.
     pub fn config(&self) -> ProxyConfig {
-        ProxyConfig {
+        let mut config = ProxyConfig {
             http: self.http.0,
             https: self.https.0,
             admin: self.admin.0,
@@ -69,7 +72,11 @@ impl Args {
             },
             debug_headers: self.debug_headers,
             ..ProxyConfig::default()
+        };
+        if let Some(n) = self.workers {
+            config.workers = n.into();
         }
+        config
     }
 }
 
@@ -117,5 +124,10 @@ mod tests {
         );
         assert!(matches!(cli.args.config().access_log, AccessLog::Off));
         assert!(Cli::try_parse_from(["l7", "-f", "m", "--http", "nowhere"]).is_err());
+        let default = ProxyConfig::default().workers;
+        assert_eq!(config.workers, default);
+        let cli = Cli::try_parse_from(["l7", "-f", "m", "--workers", "3"]).unwrap();
+        assert_eq!(cli.args.config().workers, 3);
+        assert!(Cli::try_parse_from(["l7", "-f", "m", "--workers", "0"]).is_err());
     }
 }

@@ -4,19 +4,20 @@
 
 use anyhow::{anyhow, Context};
 use flatnet_l7_routes::{Inputs, Table};
+use inotify::{EventMask, Inotify, WatchMask};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
-
-/// How often [`watch`] looks at the files.
-pub const POLL: Duration = Duration::from_millis(20);
 
 /// The objects a route table is built from.
 #[derive(Clone, Debug, Default)]
@@ -98,13 +99,27 @@ impl Objects {
     }
 }
 
-/// The manifest files of `path`: itself if a file, else the YAML and JSON files under it.
-pub fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The manifest files of `path` (itself if a file, else the YAML and JSON files under it,
+/// sorted) and the folders to watch for changes to them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The manifest files, in the order their objects are taken.
+    pub files: Vec<PathBuf>,
+    /// `path` and every folder under it; for a file, the folder holding it.
+    pub folders: Vec<PathBuf>,
+}
+
+/// Lists the manifests of `path`.
+pub fn list(path: &Path) -> anyhow::Result<Listing> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        return Ok(Listing {
+            files: vec![path.to_path_buf()],
+            folders: vec![parent.unwrap_or(Path::new(".")).to_path_buf()],
+        });
     }
-    let mut found = Vec::new();
+    let mut listing = Listing::default();
     let mut folders = vec![path.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in
@@ -118,12 +133,13 @@ pub fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
             if p.is_dir() {
                 folders.push(p);
             } else if manifest {
-                found.push(p);
+                listing.files.push(p);
             }
         }
+        listing.folders.push(folder);
     }
-    found.sort();
-    Ok(found)
+    listing.files.sort();
+    Ok(listing)
 }
 
 /// A file's version as far as reloading goes: its size and modification time.
@@ -136,14 +152,16 @@ fn version(file: &Path) -> Version {
 }
 
 /// The objects of every manifest file, kept in file order, so that a change re-reads only
-/// the files that changed (at 10,000 Ingresses parsing is most of a reload) and the table is
-/// built from them without copying them.
+/// the files that changed (at 10,000 Ingresses parsing is most of a reload) and replaces
+/// only their objects in place.
 #[derive(Default)]
 struct Cache {
     /// Each file's version and how many objects of each kind it holds in `all`.
     files: BTreeMap<PathBuf, (Version, Counts)>,
     /// The objects of every file, in file order.
     all: Objects,
+    /// The folders of the last listing.
+    folders: Vec<PathBuf>,
 }
 
 /// How many Ingresses, IngressClasses, Services, EndpointSlices and Secrets a file holds.
@@ -160,43 +178,23 @@ impl Objects {
         ]
     }
 
-    /// Splits `self` into consecutive parts of the given sizes (moving, not copying).
-    fn split(self, sizes: &[Counts]) -> Vec<Objects> {
-        fn parts<T>(all: Vec<T>, sizes: impl Iterator<Item = usize>) -> Vec<Vec<T>> {
-            let mut all = all.into_iter();
-            sizes.map(|n| all.by_ref().take(n).collect()).collect()
+    /// Replaces the `len` objects of each kind from `at` with `new`'s (moving only the
+    /// objects behind them, and those only when the counts differ).
+    fn replace(&mut self, at: Counts, len: Counts, new: Objects) {
+        fn splice<T>(all: &mut Vec<T>, at: usize, len: usize, new: Vec<T>) {
+            all.splice(at..at + len, new);
         }
-        let kind = |k: usize| sizes.iter().map(move |c| c[k]);
-        let ingresses = parts(self.ingresses, kind(0));
-        let classes = parts(self.classes, kind(1));
-        let services = parts(self.services, kind(2));
-        let slices = parts(self.slices, kind(3));
-        let secrets = parts(self.secrets, kind(4));
-        let zipped = ingresses
-            .into_iter()
-            .zip(classes)
-            .zip(services)
-            .zip(slices)
-            .zip(secrets);
-        zipped
-            .map(
-                |((((ingresses, classes), services), slices), secrets)| Objects {
-                    ingresses,
-                    classes,
-                    services,
-                    slices,
-                    secrets,
-                },
-            )
-            .collect()
+        splice(&mut self.ingresses, at[0], len[0], new.ingresses);
+        splice(&mut self.classes, at[1], len[1], new.classes);
+        splice(&mut self.services, at[2], len[2], new.services);
+        splice(&mut self.slices, at[3], len[3], new.slices);
+        splice(&mut self.secrets, at[4], len[4], new.secrets);
     }
+}
 
-    fn append(&mut self, mut other: Objects) {
-        self.ingresses.append(&mut other.ingresses);
-        self.classes.append(&mut other.classes);
-        self.services.append(&mut other.services);
-        self.slices.append(&mut other.slices);
-        self.secrets.append(&mut other.secrets);
+fn advance(at: &mut Counts, by: Counts) {
+    for (a, b) in at.iter_mut().zip(by) {
+        *a += b;
     }
 }
 
@@ -204,9 +202,9 @@ impl Cache {
     /// Re-reads the files of `path` that are new or changed and forgets removed ones; false
     /// when nothing changed. On an error nothing is changed.
     fn refresh(&mut self, path: &Path) -> anyhow::Result<bool> {
-        let listed = files(path)?;
+        let listing = list(path)?;
         let mut fresh = BTreeMap::new();
-        for file in &listed {
+        for file in &listing.files {
             let now = version(file);
             if self.files.get(file).is_some_and(|(seen, _)| *seen == now) {
                 continue;
@@ -217,45 +215,157 @@ impl Cache {
             objects.parse(&text, &file.display().to_string())?;
             fresh.insert(file.clone(), (now, objects));
         }
-        if fresh.is_empty() && self.files.len() == listed.len() {
+        self.folders = listing.folders;
+        if fresh.is_empty() && self.files.len() == listing.files.len() {
             return Ok(false);
         }
-        let sizes: Vec<Counts> = self.files.values().map(|(_, counts)| *counts).collect();
-        let mut kept: BTreeMap<PathBuf, (Version, Objects)> = std::mem::take(&mut self.files)
-            .into_iter()
-            .zip(std::mem::take(&mut self.all).split(&sizes))
-            .map(|((file, (seen, _)), objects)| (file, (seen, objects)))
-            .collect();
-        for file in listed {
-            let Some((now, objects)) = fresh.remove(&file).or_else(|| kept.remove(&file)) else {
-                continue;
+        // Both lists are sorted: walk them together, with `at` the position of the file
+        // at hand's objects in `all`.
+        let mut old = std::mem::take(&mut self.files).into_iter().peekable();
+        let mut at = Counts::default();
+        for file in listing.files {
+            while let Some((_, (_, gone))) = old.next_if(|(f, _)| *f < file) {
+                self.all.replace(at, gone, Objects::default());
+            }
+            let kept = old.next_if(|(f, _)| *f == file).map(|(_, entry)| entry);
+            let entry = match (fresh.remove(&file), kept) {
+                (Some((now, objects)), kept) => {
+                    let counts = objects.counts();
+                    let len = kept.map_or(Counts::default(), |(_, len)| len);
+                    self.all.replace(at, len, objects);
+                    (now, counts)
+                }
+                (None, Some(kept)) => kept,
+                (None, None) => unreachable!("a file not read again was listed before"),
             };
-            self.files.insert(file, (now, objects.counts()));
-            self.all.append(objects);
+            advance(&mut at, entry.1);
+            self.files.insert(file, entry);
+        }
+        for (_, (_, gone)) in old {
+            self.all.replace(at, gone, Objects::default());
         }
         Ok(true)
     }
 }
 
-/// Loads `path` (an error if it does not load) and keeps polling it every [`POLL`] on a
-/// thread of its own: each change that loads sends a new table (only changed files are
-/// parsed again); one that does not is logged and the last table kept. The poller ends
-/// when every receiver is dropped.
+/// How long [`watch`] waits for a change notice before it looks at the files anyway.
+pub const FALLBACK: Duration = Duration::from_secs(1);
+
+/// How often [`watch`] looks at the files when the system gives no change notices.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Change notices (inotify) for the folders of a manifest path.
+struct Notices {
+    inotify: Inotify,
+    buffer: Vec<u8>,
+}
+
+impl Notices {
+    /// What changes a file's objects: a write finished, a rename in or out, a removal, a
+    /// touch or a symlink swapped (`ATTRIB`); a creation only for folders (a new file is
+    /// read when its writer closes it, not empty or half-written).
+    const MASK: WatchMask = WatchMask::CLOSE_WRITE
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::MOVED_FROM)
+        .union(WatchMask::CREATE)
+        .union(WatchMask::DELETE)
+        .union(WatchMask::ATTRIB)
+        .union(WatchMask::DELETE_SELF)
+        .union(WatchMask::MOVE_SELF);
+
+    fn new() -> io::Result<Notices> {
+        Ok(Notices {
+            inotify: Inotify::init()?,
+            buffer: vec![0; 16 * 1024],
+        })
+    }
+
+    /// Watches `folders` (a folder watched already keeps its one watch).
+    fn watch(&self, folders: &[PathBuf]) {
+        for folder in folders {
+            if let Err(e) = self.inotify.watches().add(folder, Self::MASK) {
+                tracing::warn!("not watching {} for changes: {e}", folder.display());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a notice that may change the objects, reading all that
+    /// are pending.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        loop {
+            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(ms))? == 0 {
+                return Ok(());
+            }
+            let relevant = |e: &inotify::Event<&std::ffi::OsStr>| {
+                !e.mask.contains(EventMask::CREATE) || e.mask.contains(EventMask::ISDIR)
+            };
+            let events = self.inotify.read_events(&mut self.buffer)?;
+            if events.into_iter().any(|e| relevant(&e)) {
+                while self
+                    .inotify
+                    .read_events(&mut self.buffer)
+                    .is_ok_and(|e| e.count() > 0)
+                {}
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Loads `path` (an error if it does not load) and watches it on a thread of its own: each
+/// change that loads sends a new table (only changed files are parsed again); one that does
+/// not is logged and the last table kept. Changes are noticed through inotify as they
+/// happen, and the files looked at every [`FALLBACK`] anyway (every [`POLL`] where inotify
+/// is not available). The watcher ends when every receiver is dropped.
 pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
-    let mut cache = Cache::default();
-    cache.refresh(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(cache.all.table()));
+    watch_every(path, FALLBACK)
+}
+
+/// [`watch`], looking at the files every `fallback` when no change notice comes.
+fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
+    let (first, loaded) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("manifests".into())
         .spawn(move || {
-            // Replaced tables, held until this thread has the last reference: a table is
-            // freed by the thread that built it, so the allocator gives its memory back at
-            // once (freed by a proxy worker, it would wait in this thread's heap).
+            // Every table is built on this thread, the first too, and freed here: replaced
+            // tables are held until this thread has the last reference, so the allocator
+            // reuses their memory for the next table (freed by a proxy worker, it would wait
+            // in this thread's heap, and every new table would take fresh pages).
+            let mut cache = Cache::default();
+            if let Err(e) = cache.refresh(&path) {
+                return drop(first.send(Err(e)));
+            }
+            // Watched before the first table goes out: no change after it is missed.
+            let mut notices = match Notices::new() {
+                Ok(notices) => Some(notices),
+                Err(e) => {
+                    tracing::warn!("no change notices for {}: {e}; polling", path.display());
+                    None
+                }
+            };
+            if let Some(notices) = &notices {
+                notices.watch(&cache.folders);
+            }
+            let (tx, rx) = watch::channel(Arc::new(cache.all.table()));
+            let _ = first.send(Ok(rx));
             let mut retired: Vec<Arc<Table>> = Vec::new();
             while !tx.is_closed() {
-                std::thread::sleep(POLL);
-                retired.retain(|table| Arc::strong_count(table) > 1);
-                match cache.refresh(&path) {
+                match &mut notices {
+                    Some(n) => {
+                        if let Err(e) = n.wait(fallback) {
+                            tracing::warn!("change notices: {e}");
+                            std::thread::sleep(POLL);
+                        }
+                    }
+                    None => std::thread::sleep(POLL),
+                }
+                let refreshed = cache.refresh(&path);
+                if let Some(n) = &notices {
+                    n.watch(&cache.folders);
+                }
+                match refreshed {
                     Ok(false) => {}
                     Ok(true) => {
                         let table = cache.all.table();
@@ -266,9 +376,10 @@ pub fn watch(path: PathBuf) -> anyhow::Result<watch::Receiver<Arc<Table>>> {
                     }
                     Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
                 }
+                retired.retain(|table| Arc::strong_count(table) > 1);
             }
         })?;
-    Ok(rx)
+    loaded.recv()?
 }
 
 #[cfg(test)]
@@ -319,12 +430,17 @@ metadata: {name: skipped}
         std::fs::write(dir.path().join("sub/b.yml"), GOOD).unwrap();
         std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
-        let names: Vec<_> = files(dir.path())
-            .unwrap()
+        let listing = list(dir.path()).unwrap();
+        let names: Vec<_> = listing
+            .files
             .iter()
             .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["a.yaml", "sub/b.yml"]);
+        assert_eq!(
+            listing.folders,
+            [dir.path().to_path_buf(), dir.path().join("sub")]
+        );
         let mut cache = Cache::default();
         assert!(cache.refresh(dir.path()).unwrap());
         assert_eq!(cache.all.services.len(), 2);
@@ -380,5 +496,56 @@ metadata: {name: skipped}
             ["a1", "c1", "c2"],
             "a removed file is forgotten"
         );
+        std::fs::write(dir.path().join("ab.yaml"), service("ab1")).unwrap();
+        std::fs::write(&c, service("c3")).unwrap();
+        std::fs::write(dir.path().join("d.yaml"), service("d1")).unwrap();
+        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(
+            names(&cache),
+            ["a1", "ab1", "c3", "d1"],
+            "new files take their place in file order"
+        );
+    }
+
+    /// An Ingress `name` for `name.example.com/` to Service `web`, per name.
+    fn ingresses(names: &[&str]) -> String {
+        let one = |n: &&str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {n}, namespace: x}}\nspec:\n  rules: [{{host: {n}.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n---\n"
+            )
+        };
+        names.iter().map(one).collect()
+    }
+
+    #[tokio::test]
+    async fn changes_are_noticed_without_polling() {
+        const BASE: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: flatnet\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec: {controller: flatnet.dev/ingress-controller}\n---\nkind: Service\nmetadata: {name: web, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let (root, stage) = (dir.path().join("m"), dir.path().join("stage"));
+        std::fs::create_dir_all(root.join("nested")).unwrap();
+        std::fs::create_dir(&stage).unwrap();
+        std::fs::write(root.join("base.yaml"), BASE).unwrap();
+        // Looking at the files on its own only after an hour: what follows is noticed.
+        let mut rx = watch_every(root.clone(), Duration::from_secs(3600)).unwrap();
+        let routes = |rx: &watch::Receiver<Arc<Table>>| rx.borrow().routes().len();
+        assert_eq!(routes(&rx), 0);
+        let mut next = async |what: &str| {
+            let changed = tokio::time::timeout(Duration::from_secs(10), rx.changed()).await;
+            assert!(matches!(changed, Ok(Ok(()))), "{what}: no new table");
+            routes(&rx)
+        };
+        std::fs::write(stage.join("a.yaml"), ingresses(&["a"])).unwrap();
+        std::fs::rename(stage.join("a.yaml"), root.join("a.yaml")).unwrap();
+        assert_eq!(next("a file renamed in").await, 1);
+        std::fs::write(root.join("nested/b.yaml"), ingresses(&["b", "c"])).unwrap();
+        assert_eq!(next("a file written in a folder below").await, 3);
+        std::fs::create_dir(stage.join("more")).unwrap();
+        std::fs::write(stage.join("more/d.yaml"), ingresses(&["d"])).unwrap();
+        std::fs::rename(stage.join("more"), root.join("nested/more")).unwrap();
+        assert_eq!(next("a folder moved in").await, 4);
+        std::fs::write(root.join("nested/more/d.yaml"), ingresses(&["d", "e"])).unwrap();
+        assert_eq!(next("a file rewritten in the new folder").await, 5);
+        std::fs::remove_file(root.join("a.yaml")).unwrap();
+        assert_eq!(next("a file removed").await, 4);
     }
 }

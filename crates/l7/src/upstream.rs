@@ -177,9 +177,6 @@ impl Upstreams {
         let mut backends = HashMap::default();
         let mut keep = HashSet::new();
         for backend in table.backends() {
-            if backends.contains_key(&backend.key) {
-                continue;
-            }
             keep.extend(backend.endpoints.iter().map(|a| (backend.key.clone(), *a)));
             backends.insert(backend.key.clone(), self.state(backend));
         }
