@@ -5,6 +5,7 @@ use crate::attempt::Attempts;
 use crate::balance;
 use crate::body::{self, Meter, Watched};
 use crate::conn::Conn;
+use crate::exchange::{self, Fail, Streamed};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::pool::{Leased, SendError};
 use crate::proxy::Answer;
@@ -14,12 +15,13 @@ use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::{HeaderMap, HeaderValue, HOST};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One request's context for forwarding.
 pub struct Exchange<'a> {
@@ -63,6 +65,9 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let retryable = idempotent(parts.method.as_str()) && incoming.is_end_stream();
+    // A bodiless request to an HTTP/1.1 endpoint goes as bytes, as on the fast path.
+    let as_bytes =
+        !upgrade && incoming.is_end_stream() && backend.protocol == UpstreamProtocol::Http1;
     let mut streamed = Some(
         Watched::new(
             incoming,
@@ -98,35 +103,42 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     let mut refused = None;
     while let Some(t) = attempts.next() {
         let addr = t.addr;
-        // HTTP/1.1 requests go in origin form, h2c ones name the endpoint as authority.
-        let uri = match backend.protocol {
-            UpstreamProtocol::Http1 => x.target.parse::<Uri>(),
-            UpstreamProtocol::H2c => format!("http://{addr}{}", x.target).parse::<Uri>(),
-        };
-        let Ok(uri) = uri else {
-            return Answer::status(StatusCode::BAD_REQUEST, false);
-        };
-        let body = match streamed.take() {
-            Some(b) if !retryable => b,
-            _ => body::empty(),
-        };
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = version;
-        *up.headers_mut() = if attempts.last() {
+        let headers = if attempts.last() {
             std::mem::take(&mut head)
         } else {
             head.clone()
         };
-
         let in_flight = attempts.start(t);
         let sent = Instant::now();
-        let sending = x
-            .local
-            .pool
-            .send(addr, backend.protocol, options.connect_timeout, up);
-        let result = tokio::time::timeout(options.request_timeout, sending).await;
+        let result = if as_bytes {
+            let request = (&parts.method, x.target, &headers);
+            let sending = send_as_bytes(x.local, addr, options.connect_timeout, request);
+            tokio::time::timeout(options.request_timeout, sending).await
+        } else {
+            // HTTP/1.1 requests go in origin form, h2c ones name the endpoint as authority.
+            let uri = match backend.protocol {
+                UpstreamProtocol::Http1 => x.target.parse::<Uri>(),
+                UpstreamProtocol::H2c => format!("http://{addr}{}", x.target).parse::<Uri>(),
+            };
+            let Ok(uri) = uri else {
+                return Answer::status(StatusCode::BAD_REQUEST, false);
+            };
+            let body = match streamed.take() {
+                Some(b) if !retryable => b,
+                _ => body::empty(),
+            };
+            let mut up = Request::new(body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = version;
+            *up.headers_mut() = headers;
+            let sending = x
+                .local
+                .pool
+                .send(addr, backend.protocol, options.connect_timeout, up);
+            let sending = async { sending.await.map(upstream_response) };
+            tokio::time::timeout(options.request_timeout, sending).await
+        };
         let mut answer = match result {
             Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
             Ok(Err(SendError::Connect(e))) => {
@@ -155,7 +167,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
                     splice(client_side, hyper::upgrade::on(&mut resp));
                 }
                 headers::strip_hop_by_hop(resp.headers_mut(), upgrading && upgrade);
-                let mut answer = Answer::new(upstream_response(resp));
+                let mut answer = Answer::new(resp);
                 answer.upstream_took = Some(took);
                 answer.in_flight = in_flight;
                 answer
@@ -166,6 +178,49 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     }
     let mut answer = Answer::status(StatusCode::BAD_GATEWAY, false);
     answer.upstream = refused;
+    answer
+}
+
+/// Sends a bodiless request (method, target, rewritten header fields) to HTTP/1.1 endpoint
+/// `addr` as bytes on one of the worker's plain connections; the response body streams from
+/// that connection.
+async fn send_as_bytes(
+    local: &Arc<Local>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    (method, target, fields): (&Method, &str, &HeaderMap),
+) -> Result<Response<body::ProxyBody>, SendError> {
+    let mut head = Vec::with_capacity(512);
+    for part in [method.as_str(), " ", target, " HTTP/1.1\r\n"] {
+        head.extend_from_slice(part.as_bytes());
+    }
+    for (name, value) in fields {
+        for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            head.extend_from_slice(part);
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    let head_request = method == Method::HEAD;
+    let mut buf = local.buffers.take();
+    let exchanged = exchange::connect_and_exchange(
+        &local.pool,
+        (addr, Instant::now()),
+        connect_timeout,
+        (&head, idempotent(method.as_str())),
+        &mut buf,
+        |b| exchange::parse(b, head_request),
+    )
+    .await;
+    let answer = match exchanged {
+        Ok((stream, parsed)) => {
+            let rest = &buf[parsed.head_len..];
+            let body = Streamed::new(&parsed, rest, stream, (local.pool.clone(), addr));
+            Ok(parsed.response.map(|()| body.boxed_unsync()))
+        }
+        Err(Fail::Connect(e)) => Err(SendError::Connect(e)),
+        Err(Fail::Exchange(e)) => Err(SendError::Exchange(e)),
+    };
+    local.buffers.give(buf);
     answer
 }
 

@@ -18,10 +18,10 @@ use crate::attempt::{Attempts, Try};
 use crate::balance;
 use crate::conn::Conn;
 use crate::deadline::Deadline;
+use crate::exchange::{self, fill, BadReply, Fail, Head, Length, MAX_RESPONSE_HEAD, RELAY_BUF};
 use crate::forward::idempotent;
 use crate::framing::{self, Body, ChunkedEnd};
 use crate::headers::{self, HOP_BY_HOP};
-use crate::pool::{self, Pool};
 use crate::proxy::{self, Routed};
 use crate::state::Shared;
 use crate::upstream::Installed;
@@ -32,17 +32,13 @@ use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Header fields parsed in one head; a request with more (or more than the limit) goes to
 /// hyper, which answers 431.
 const MAX_FIELDS: usize = 128;
-/// Largest upstream response head; a larger one is answered 502.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Size of a relay buffer (response head and body pieces).
-const RELAY_BUF: usize = 64 * 1024;
 /// Relay buffers a worker keeps for its next requests.
 const SPARE_BUFFERS: usize = 64;
 /// A response body piece up to this size goes out in the same write as its head.
@@ -53,12 +49,14 @@ const COALESCE: usize = 16 * 1024;
 pub struct Buffers(Mutex<Vec<Vec<u8>>>);
 
 impl Buffers {
-    fn take(&self) -> Vec<u8> {
+    /// A spare buffer, or a new one.
+    pub fn take(&self) -> Vec<u8> {
         let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
         spare.unwrap_or_else(|| Vec::with_capacity(RELAY_BUF))
     }
 
-    fn give(&self, mut buf: Vec<u8>) {
+    /// Keeps `buf` for a later request.
+    pub fn give(&self, mut buf: Vec<u8>) {
         buf.clear();
         let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if spare.len() < SPARE_BUFFERS {
@@ -278,19 +276,6 @@ fn refused(pipelined: &[u8], limit: usize) -> bool {
         )
 }
 
-/// How an upstream response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Length {
-    /// No body (HEAD, 204, 304).
-    None,
-    /// `Content-Length`.
-    Exactly(u64),
-    /// Chunked (relayed as it is).
-    Chunked,
-    /// To the upstream's close (then the client connection closes too).
-    UntilClose,
-}
-
 /// An upstream response head, read and rewritten for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Reply {
@@ -300,22 +285,6 @@ struct Reply {
     /// The upstream connection may carry another request after this response.
     reusable: bool,
 }
-
-/// What an upstream sent first.
-#[derive(Debug, PartialEq, Eq)]
-enum Head {
-    /// Not complete yet.
-    Partial,
-    /// An informational (1xx) head of this length, to skip.
-    Informational(usize),
-    /// The response head.
-    Final(Reply),
-}
-
-/// An upstream answer the proxy cannot relay: 502.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid upstream response head")]
-struct BadReply;
 
 /// What the client's response head gets besides the upstream's fields.
 struct Extra<'a> {
@@ -328,52 +297,30 @@ struct Extra<'a> {
 
 /// Parses the response head at the start of `buf` (answering a HEAD request when `head`)
 /// and writes the head to send to the client into `out`.
-fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result<Head, BadReply> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut fields,
-    );
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(Head::Partial),
-        _ => return Err(BadReply),
-    };
-    let (Some(version), Some(status)) = (resp.version, resp.code) else {
-        return Err(BadReply);
-    };
-    match status {
-        101 => return Err(BadReply),
-        100..=199 => return Ok(Head::Informational(head_len)),
-        _ => {}
-    }
-    let fields = &*resp.headers;
-    let length = if head || status == 204 || status == 304 {
-        Length::None
-    } else if let Some(te) = fields
-        .iter()
-        .rev()
-        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-    {
-        match headers::tokens(te.value).last() {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => Length::Chunked,
-            _ => Length::UntilClose,
-        }
-    } else {
-        match framing::framing(fields.iter().map(|h| (h.name, h.value))) {
-            Ok(Body::Length(n)) => Length::Exactly(n),
-            Ok(_) => Length::UntilClose,
-            Err(_) => return Err(BadReply),
-        }
-    };
+fn reply(
+    buf: &[u8],
+    head: bool,
+    extra: &Extra<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Head<Reply>, BadReply> {
+    exchange::read_head(buf, |h| rewrite(h, head, extra, out))
+}
+
+/// Writes the head to send to the client for upstream head `h` into `out`.
+fn rewrite(
+    h: exchange::Final<'_, '_>,
+    head: bool,
+    extra: &Extra<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, BadReply> {
+    let (fields, status, version) = (h.fields, h.status, h.version);
+    let length = exchange::length(head, status, fields)?;
     let seen = Seen::of(fields);
     let reusable = version == 1 && !seen.close;
     let close = extra.close || length == Length::UntilClose;
 
     out.clear();
-    let reason = resp.reason.unwrap_or("");
+    let reason = h.reason;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&status_digits(status));
     out.push(b' ');
@@ -406,12 +353,12 @@ fn reply(buf: &[u8], head: bool, extra: &Extra<'_>, out: &mut Vec<u8>) -> Result
         line(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Head::Final(Reply {
-        head_len,
+    Ok(Reply {
+        head_len: h.head_len,
         status,
         length,
         reusable: reusable && length != Length::UntilClose,
-    }))
+    })
 }
 
 /// The three digits of a status code (100 to 999, as `httparse` reads them).
@@ -444,87 +391,6 @@ fn status_response(status: StatusCode, extra: &Extra<'_>, out: &mut Vec<u8>) {
         "content-length: {}\r\ndate: {date}\r\n\r\n{body}",
         body.len()
     );
-}
-
-/// Why no upstream response head came.
-enum Fail {
-    /// No connection: the request was not sent (another endpoint may take it).
-    Connect(io::Error),
-    /// The request was sent (maybe), no valid response head came.
-    Exchange(io::Error),
-}
-
-/// Reads from `stream` into the spare room of `buf` (made when there is none).
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.len() == buf.capacity() {
-        buf.reserve(RELAY_BUF);
-    }
-    stream.read_buf(buf).await
-}
-
-/// Sends `head` upstream and reads the response head into `buf`; its rewrite for the client
-/// goes to `down`.
-async fn exchange(
-    stream: &mut TcpStream,
-    head: &[u8],
-    planned: &Planned<'_>,
-    extra: &Extra<'_>,
-    buf: &mut Vec<u8>,
-    down: &mut Vec<u8>,
-) -> io::Result<Reply> {
-    stream.write_all(head).await?;
-    buf.clear();
-    loop {
-        if fill(stream, buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        loop {
-            match reply(buf, planned.head, extra, down).map_err(io::Error::other)? {
-                Head::Partial => break,
-                Head::Informational(n) => {
-                    buf.drain(..n);
-                }
-                Head::Final(r) => return Ok(r),
-            }
-        }
-    }
-}
-
-/// Gets a connection to `addr` (pooled or new) that answers `head` with a response head;
-/// a pooled one that closed meanwhile is left for the next one when the request may be
-/// sent again.
-async fn connect_and_exchange(
-    pool: &Pool,
-    (addr, now): (SocketAddr, Instant),
-    connect_timeout: Duration,
-    x: (&[u8], &Planned<'_>, &Extra<'_>),
-    buf: &mut Vec<u8>,
-    down: &mut Vec<u8>,
-) -> Result<(TcpStream, Reply), Fail> {
-    let (head, planned, extra) = x;
-    loop {
-        let (mut stream, pooled) = match pool.take_stream(addr, now) {
-            Some(stream) => (stream, true),
-            None => {
-                let stream = pool::dial(addr, connect_timeout).await;
-                (stream.map_err(Fail::Connect)?, false)
-            }
-        };
-        if pooled && !planned.idempotent && !idle_and_open(&stream) {
-            continue;
-        }
-        match exchange(&mut stream, head, planned, extra, buf, down).await {
-            Ok(reply) => return Ok((stream, reply)),
-            Err(_) if pooled && planned.idempotent && buf.is_empty() => continue,
-            Err(e) => return Err(Fail::Exchange(e)),
-        }
-    }
-}
-
-/// Whether a pooled connection is still open with nothing unread on it.
-fn idle_and_open(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// How a relayed response ended.
@@ -724,13 +590,13 @@ impl Fast<'_> {
                 sent = Instant::now();
             }
             let in_flight = attempts.start(t);
-            let exchanging = connect_and_exchange(
+            let exchanging = exchange::connect_and_exchange(
                 &self.local.pool,
                 (t.addr, sent),
                 options.connect_timeout,
-                (up, &planned, &extra),
+                (up, planned.idempotent),
                 &mut buf,
-                down,
+                |b| reply(b, planned.head, &extra, down),
             );
             limit.set(sent, options.request_timeout);
             outcome = match limit.within(exchanging).await {
@@ -911,7 +777,11 @@ endpoints: [{addresses: [10.42.0.5], conditions: {ready: true}}]
         );
     }
 
-    fn replied(head: &str, head_request: bool, close: bool) -> Result<(Head, String), BadReply> {
+    fn replied(
+        head: &str,
+        head_request: bool,
+        close: bool,
+    ) -> Result<(Head<Reply>, String), BadReply> {
         let extra = Extra {
             request_id: b"id-1",
             debug: None,

@@ -23,6 +23,7 @@ pub mod cli;
 mod config;
 mod conn;
 mod deadline;
+mod exchange;
 mod forward;
 pub mod framing;
 mod h1;

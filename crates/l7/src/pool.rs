@@ -34,6 +34,9 @@ pub enum SendError {
     /// The request was (maybe partly) sent and failed.
     #[error("request: {0}")]
     Request(#[from] hyper::Error),
+    /// The request was (maybe) sent as bytes and no valid response head came.
+    #[error("exchange: {0}")]
+    Exchange(std::io::Error),
 }
 
 /// An idle HTTP/1.1 connection.

@@ -209,3 +209,87 @@ async fn upstream_failures_are_answered_502_and_the_client_stays() {
     assert!(answer.contains("502 Bad Gateway\n"));
     assert!(answer.ends_with("\r\n\r\n/ok"), "{answer}");
 }
+
+/// An HTTP/2 (prior knowledge) connection to the proxy's plain listener.
+async fn h2(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (sender, conn) = hyper::client::conn::http2::handshake(executor, io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Status, header fields, body and trailers of `method` `path` sent over `h2`.
+async fn over_h2(
+    h2: &mut hyper::client::conn::http2::SendRequest<TestBody>,
+    method: &str,
+    path: &str,
+) -> (u16, hyper::HeaderMap, String, Option<hyper::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://r.test{path}"))
+        .body(full(""))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, h2.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .unwrap()
+        .unwrap();
+    let trailers = collected.trailers().cloned();
+    let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    (parts.status.as_u16(), parts.headers, body, trailers)
+}
+
+/// HTTP/2 clients' bodiless requests to HTTP/1.1 upstreams go as bytes on the worker's plain
+/// connections too: chunked bodies are decoded (trailers kept), bodies to the upstream's
+/// close end cleanly, 1xx heads are skipped, hop-by-hop fields dropped, connections reused
+/// and a dead pooled one replaced, a bad answer is a 502.
+#[tokio::test]
+async fn http2_requests_to_http1_upstreams_go_as_bytes() {
+    let (up, accepted) = scripted().await;
+    let p = proxy(&[routes(up)]).await;
+    let mut h2 = h2(p.http).await;
+
+    let (status, headers, body, trailers) = over_h2(&mut h2, "GET", "/chunked").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "hello world");
+    assert_eq!(trailers.expect("trailers")["x-trailer"], "t");
+    assert_eq!(headers["x-app"], "c");
+    assert!(!headers.contains_key("transfer-encoding"));
+    assert!(headers.contains_key("x-request-id"));
+
+    let (status, headers, body, _) = over_h2(&mut h2, "GET", "/plain").await;
+    assert_eq!((status, body.as_str()), (200, "/plain"));
+    assert!(!headers.contains_key("x-hop") && !headers.contains_key("connection"));
+    let (status, _, body, _) = over_h2(&mut h2, "GET", "/early").await;
+    assert_eq!((status, body.as_str()), (200, "after"));
+    let (status, headers, body, _) = over_h2(&mut h2, "HEAD", "/h").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(headers["content-length"], "2");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection so far, reused"
+    );
+
+    let (status, _, body, _) = over_h2(&mut h2, "GET", "/until-close").await;
+    assert_eq!((status, body.as_str()), (200, "all of it"));
+    // the upstream closes after this answer without saying so: the next request finds the
+    // pooled connection dead and takes a new one
+    let (status, _, body, _) = over_h2(&mut h2, "GET", "/then-close").await;
+    assert_eq!((status, body.as_str()), (200, "bye!"));
+    let (status, _, body, _) = over_h2(&mut h2, "GET", "/again").await;
+    assert_eq!((status, body.as_str()), (200, "/again"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+
+    let (status, _, _, _) = over_h2(&mut h2, "GET", "/bad").await;
+    assert_eq!(status, 502);
+}
