@@ -503,6 +503,9 @@ fn run(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::L7 { cluster, args } => {
+            // The proxy's workers allocate and free per request: their pages stay mapped a
+            // while (route tables are given back at once by the thread that frees them).
+            flatnet_alloc::return_freed_memory_after(Duration::from_millis(100));
             match (&args.manifests, cluster) {
                 (Some(m), _) => flatnet_l7::cli::run(m.clone(), &args)?,
                 (None, Some(cluster)) => {

@@ -330,9 +330,9 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
         .name("manifests".into())
         .spawn(move || {
             // Every table is built on this thread, the first too, and freed here: replaced
-            // tables are held until this thread has the last reference, so the allocator
-            // reuses their memory for the next table (freed by a proxy worker, it would wait
-            // in this thread's heap, and every new table would take fresh pages).
+            // tables are held until this thread has the last reference, then their memory
+            // goes back to the system at once (freed by a proxy worker, it would wait in this
+            // thread's heap, and every new table would take fresh pages).
             let mut cache = Cache::default();
             if let Err(e) = cache.refresh(&path) {
                 return drop(first.send(Err(e)));
@@ -376,7 +376,11 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
                     }
                     Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
                 }
+                let held = retired.len();
                 retired.retain(|table| Arc::strong_count(table) > 1);
+                if retired.len() < held {
+                    flatnet_alloc::give_back_freed_memory();
+                }
             }
         })?;
     loaded.recv()?
