@@ -292,8 +292,10 @@ impl Notices {
     /// Waits up to `timeout` for a notice that may change the objects, reading all that
     /// are pending.
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let until = std::time::Instant::now() + timeout;
         loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
             if poll(&mut fds, PollTimeout::from(ms))? == 0 {
                 return Ok(());
