@@ -17,18 +17,8 @@ cd "$(dirname "$0")/../.."
 PROTO=${PROTO:-h2}
 ROUNDS=${ROUNDS:-5}
 D=${D:-5}
-TMP=$(mktemp -d /tmp/flatnet-l7-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-python3 bench/l7/l7bench.py gen "$TMP" --b1 31001 --b2 31002 --bnew 31003 --bh2 31004 --btls 31005 \
-  --nginx-http 31010 --nginx-h2c 31011 --nginx-tls 31012 --nginx-large 31013 \
-  --haproxy-http 31020 --haproxy-h2c 31021 --haproxy-tls 31022 --hosts-small 10 --hosts-large 10 \
-  --proxy-workers 2 --backend-workers 2 >/dev/null
+source bench/l7/lib.sh
+l7_setup ab 31000
 declare -A PID_OF NAME_OF
 nginx -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log" & PIDS+=($!)
 BACKEND=$!
@@ -55,13 +45,10 @@ for p in "${PORTS[@]}"; do
 done
 sleep 1
 HZ=$(getconf CLK_TCK)
-ticks() { # "utime+stime" in clock ticks of a process and its children
-  local t=0 p f
-  for p in $1 $(pgrep -P "$1" || true); do
-    read -r -a f <"/proc/$p/stat"
-    t=$((t + f[13] + f[14]))
-  done
-  echo "$t"
+ticks() { # utime + stime
+  local u s
+  read -r u s <<<"$(cpu_ticks "$1")"
+  echo $((u + s))
 }
 : >"$TMP/results"
 for ((r = 1; r <= ROUNDS; r++)); do

@@ -6,7 +6,8 @@
 # proxy's CPU time per request, from /proc/PID/stat of the proxy and its child processes,
 # i.e. nginx's workers) and the medians.
 #
-# Safety: everything listens on 127.0.0.1 (ports 42001-42041); no sysctl or network change;
+# Safety: everything listens on 127.0.0.1 (ports 31501-31541, below the ephemeral range); no
+# sysctl or network change;
 # only the PIDs started here are killed, on exit and on error.
 #
 # Usage: bash bench/l7/spike.sh       Env: ROUNDS=3 D=8 (seconds per wrk run)
@@ -17,37 +18,18 @@ D=${D:-8}
 cargo build --release -p flatnet --quiet
 cargo build --release --quiet --manifest-path bench/l7/spike/Cargo.toml --target-dir target/spike
 SPIKE=target/spike/release/flatnet-l7-spike
-TMP=$(mktemp -d /tmp/flatnet-l7-spike.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-python3 bench/l7/l7bench.py gen "$TMP" --b1 42001 --b2 42002 --bnew 42003 --bh2 42004 --btls 42005 \
-  --nginx-http 42010 --nginx-h2c 42011 --nginx-tls 42012 --nginx-large 42013 \
-  --haproxy-http 42020 --haproxy-h2c 42021 --haproxy-tls 42022 --hosts-small 10 --hosts-large 10 \
-  --proxy-workers 2 --backend-workers 2 >/dev/null
+source bench/l7/lib.sh
+l7_setup spike 31500
 nginx -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log" & PIDS+=($!)
 declare -A PID_OF
-nginx -c "$TMP/nginx10/nginx.conf" -e "$TMP/nginx10/error.log" & PIDS+=($!); PID_OF[42010]=$!
-target/release/flatnet l7 -f "$TMP/flatnet10/manifests" --http 127.0.0.1:42030 --https off \
-  --admin off --access-log off & PIDS+=($!); PID_OF[42030]=$!
-"$SPIKE" 127.0.0.1:42040 127.0.0.1:42001 & PIDS+=($!); PID_OF[42040]=$!
-"$SPIKE" 127.0.0.1:42041 127.0.0.1:42001 per-core & PIDS+=($!); PID_OF[42041]=$!
+nginx -c "$TMP/nginx10/nginx.conf" -e "$TMP/nginx10/error.log" & PIDS+=($!); PID_OF[31510]=$!
+target/release/flatnet l7 -f "$TMP/flatnet10/manifests" --http 127.0.0.1:31530 --https off \
+  --admin off --access-log off & PIDS+=($!); PID_OF[31530]=$!
+"$SPIKE" 127.0.0.1:31540 127.0.0.1:31501 & PIDS+=($!); PID_OF[31540]=$!
+"$SPIKE" 127.0.0.1:31541 127.0.0.1:31501 per-core & PIDS+=($!); PID_OF[31541]=$!
 HZ=$(getconf CLK_TCK)
-# "utime stime" in clock ticks, summed over a process and its children.
-ticks() {
-  local u=0 s=0 p f
-  for p in $1 $(pgrep -P "$1" || true); do
-    read -r -a f <"/proc/$p/stat"
-    u=$((u + f[13])); s=$((s + f[14]))
-  done
-  echo "$u $s"
-}
 H="Host: host-00005.example.com"
-for p in 42010 42030 42040 42041; do
+for p in 31510 31530 31540 31541; do
   ok=0
   for _ in $(seq 50); do
     if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" "http://127.0.0.1:$p/api/items")" = 200 ]; then ok=1; break; fi
@@ -57,11 +39,11 @@ for p in 42010 42030 42040 42041; do
 done
 : >"$TMP/results"
 for ((r = 1; r <= ROUNDS; r++)); do
-  for p in 42010 42030 42040 42041; do
-    read -r u0 s0 <<<"$(ticks "${PID_OF[$p]}")"
+  for p in 31510 31530 31540 31541; do
+    read -r u0 s0 <<<"$(cpu_ticks "${PID_OF[$p]}")"
     line=$(wrk -c64 -t2 -d"${D}s" --latency -H "$H" "http://127.0.0.1:$p/api/items" |
       awk '/requests in/ {n=$1} /Requests\/sec/ {rps=$2} /99%/ {p99=$2} END {print rps, p99, n}')
-    read -r u1 s1 <<<"$(ticks "${PID_OF[$p]}")"
+    read -r u1 s1 <<<"$(cpu_ticks "${PID_OF[$p]}")"
     read -r rps p99 n <<<"$line"
     cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$n" -v hz="$HZ" \
       'BEGIN {printf "%.2f %.2f", u / hz / n * 1e6, s / hz / n * 1e6}')
@@ -69,8 +51,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 echo
-echo "medians: 42010 nginx, 42030 flatnet l7, 42040 spike (multi-threaded), 42041 spike (per core)"
-for p in 42010 42030 42040 42041; do
+echo "medians: 31510 nginx, 31530 flatnet l7, 31540 spike (multi-threaded), 31541 spike (per core)"
+for p in 31510 31530 31540 31541; do
   med() { awk -v p=$p -v c="$1" '$1==p {print $c}' "$TMP/results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
   echo "$p $(med 2) req/s, CPU per request: user $(med 4) us, system $(med 5) us"
 done

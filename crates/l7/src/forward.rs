@@ -68,15 +68,16 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     // A bodiless request to an HTTP/1.1 endpoint goes as bytes, as on the fast path.
     let as_bytes =
         !upgrade && incoming.is_end_stream() && backend.protocol == UpstreamProtocol::Http1;
-    let mut streamed = Some(
+    // The body for hyper's client (none is built for a request going as bytes).
+    let mut streamed = (!as_bytes).then(|| {
         Watched::new(
             incoming,
             x.meter_in.clone(),
             Some(config.limits.body_read_timeout),
             None::<()>,
         )
-        .boxed_unsync(),
-    );
+        .boxed_unsync()
+    });
 
     let key = balance::hash_key(
         &options.balance,
@@ -195,9 +196,7 @@ async fn send_as_bytes(
         head.extend_from_slice(part.as_bytes());
     }
     for (name, value) in fields {
-        for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
-            head.extend_from_slice(part);
-        }
+        headers::line(&mut head, name.as_str().as_bytes(), value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
     let head_request = method == Method::HEAD;

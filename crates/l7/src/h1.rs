@@ -21,7 +21,7 @@ use crate::deadline::Deadline;
 use crate::exchange::{self, fill, BadReply, Fail, Head, Length, MAX_RESPONSE_HEAD, RELAY_BUF};
 use crate::forward::idempotent;
 use crate::framing::{self, Body, ChunkedEnd};
-use crate::headers::{self, HOP_BY_HOP};
+use crate::headers::{self, line, HOP_BY_HOP};
 use crate::proxy::{self, Routed};
 use crate::state::Shared;
 use crate::upstream::Installed;
@@ -157,13 +157,6 @@ impl<'b> Seen<'b> {
                 .iter()
                 .any(|l| name.as_bytes().eq_ignore_ascii_case(l))
     }
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses the request head at the start of `buf`, routes it with `table` and, when the fast
