@@ -4,13 +4,15 @@ use crate::backend::{namespaced, Backends};
 use crate::class::Classes;
 use crate::index::Paths;
 use crate::tls::Certificates;
-use crate::{annotations, host, path, HostMatch, Inputs, Options, PathKind, Route, Table};
+use crate::{annotations, host, path, HostMatch, Inputs, Map, Options, PathKind, Route, Table};
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// The table under construction, with the indexes of the objects it reads.
 struct Builder<'a> {
     table: Table,
+    claims: Claims,
     backends: Backends<'a>,
     certificates: Certificates<'a>,
 }
@@ -19,8 +21,21 @@ struct Builder<'a> {
 struct Owner<'a> {
     namespace: &'a str,
     /// `namespace/name`.
-    id: String,
+    id: Rc<str>,
     options: Arc<Options>,
+}
+
+/// Where a route was written: its Ingress (`namespace/name`) and the indexes of its rule
+/// and path.
+type Written = (Rc<str>, usize, usize);
+
+/// The routes of each host level in the order the Ingresses claim them, sorted into
+/// [`Paths`] when all are added.
+#[derive(Default)]
+struct Claims {
+    exact: Map<String, Vec<(Route, Written)>>,
+    wildcard: Map<String, Vec<(Route, Written)>>,
+    any: Vec<(Route, Written)>,
 }
 
 /// A field of an Ingress (relative to the field at hand) and why it is left out.
@@ -38,8 +53,15 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
         let created = |i: &Ingress| i.metadata.creation_timestamp.clone();
         created(a).cmp(&created(b)).then(a_name.cmp(b_name))
     });
+    // One level per host, most often: sized for every rule, the map is never rehashed.
+    let rules = ours
+        .iter()
+        .filter_map(|(ingress, _)| ingress.spec.as_ref()?.rules.as_ref());
+    let mut claims = Claims::default();
+    claims.exact.reserve(rules.map(Vec::len).sum());
     let mut builder = Builder {
         table: Table::default(),
+        claims,
         backends: Backends::new(inputs.services, inputs.slices),
         certificates: Certificates::new(inputs.secrets),
     };
@@ -47,17 +69,52 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
         builder.add(ingress, namespace, name);
     }
     let (certificates, tls_hosts) = builder.certificates.finish();
+    let Builder {
+        mut table, claims, ..
+    } = builder;
+    let mut conflicts = Vec::new();
+    table.exact = levels(claims.exact, &mut conflicts);
+    table.wildcard = levels(claims.wildcard, &mut conflicts);
+    table.any = Paths::new(claims.any, |written, holder| {
+        conflicts.push(conflict(written, holder))
+    });
+    // Levels are sorted in hash order: the warnings are sorted to be the same every build.
+    conflicts.sort_unstable();
+    table.warnings.extend(conflicts);
     Table {
         certificates,
         tls_hosts,
         backends: builder.backends.in_use(),
-        ..builder.table
+        ..table
     }
+}
+
+/// The levels of `claims`, each claim that loses to an earlier one named in `conflicts`.
+fn levels(
+    claims: Map<String, Vec<(Route, Written)>>,
+    conflicts: &mut Vec<String>,
+) -> Map<String, Paths> {
+    let mut levels = Map::with_capacity_and_hasher(claims.len(), Default::default());
+    for (key, claims) in claims {
+        let paths = Paths::new(claims, |written, holder| {
+            conflicts.push(conflict(written, holder))
+        });
+        levels.insert(key, paths);
+    }
+    levels
+}
+
+/// The warning for a route whose host, path and kind `holder` claimed first.
+fn conflict((owner, rule, path): Written, holder: &Route) -> String {
+    format!(
+        "Ingress {owner}: spec.rules[{rule}].http.paths[{path}]: ignored, the same host, path and type is {}",
+        holder.id
+    )
 }
 
 impl<'a> Builder<'a> {
     fn add(&mut self, ingress: &'a Ingress, namespace: &'a str, name: &str) {
-        let id = format!("{namespace}/{name}");
+        let id: Rc<str> = format!("{namespace}/{name}").into();
         let options = match annotations::parse(ingress.metadata.annotations.as_ref()) {
             Ok(options) => Arc::new(options),
             Err(bad) => {
@@ -89,11 +146,12 @@ impl<'a> Builder<'a> {
                 },
             };
             for (j, path) in rule.http.iter().flat_map(|http| &http.paths).enumerate() {
-                // Field names are made only for warnings: a build makes 10,000s of routes.
-                let field = || format!("spec.rules[{i}].http.paths[{j}]");
                 match self.route(&owner, &host, path) {
-                    Ok(route) => self.insert(&owner, field, route),
-                    Err((sub, reason)) => self.warn(&owner, &format!("{}.{sub}", field()), reason),
+                    Ok(route) => self.claim(route, (Rc::clone(&owner.id), i, j)),
+                    Err((sub, reason)) => {
+                        let field = format!("spec.rules[{i}].http.paths[{j}].{sub}");
+                        self.warn(&owner, &field, reason)
+                    }
                 }
             }
         }
@@ -157,7 +215,7 @@ impl<'a> Builder<'a> {
             .backend(owner, &rule.backend)
             .map_err(|(sub, reason)| (format!("backend.{sub}"), reason))?;
         Ok(Route {
-            id: format!("{}:{host}{path}({kind})", owner.id).into(),
+            id: route_id(&owner.id, host, &path, kind),
             host: host.clone(),
             path,
             kind,
@@ -186,20 +244,14 @@ impl<'a> Builder<'a> {
             .map_err(|reason| ("service.port".into(), reason))
     }
 
-    /// Adds a route to its host level; the first claim of a host, path and kind wins.
-    fn insert(&mut self, owner: &Owner<'_>, field: impl FnOnce() -> String, route: Route) {
-        let paths = match &route.host {
-            HostMatch::Any => &mut self.table.any,
-            HostMatch::Exact(host) => level(&mut self.table.exact, host),
-            HostMatch::Wildcard(suffix) => level(&mut self.table.wildcard, suffix),
+    /// Adds a route to the claims of its host level.
+    fn claim(&mut self, route: Route, written: Written) {
+        let claims = match &route.host {
+            HostMatch::Any => &mut self.claims.any,
+            HostMatch::Exact(host) => level(&mut self.claims.exact, host),
+            HostMatch::Wildcard(suffix) => level(&mut self.claims.wildcard, suffix),
         };
-        let conflict = paths
-            .insert(route)
-            .err()
-            .map(|holder| format!("ignored, the same host, path and type is {}", holder.id));
-        if let Some(reason) = conflict {
-            self.warn(owner, &field(), reason);
-        }
+        claims.push((route, written));
     }
 
     fn warn(&mut self, owner: &Owner<'_>, field: &str, reason: String) {
@@ -208,10 +260,24 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The paths of one host (or wildcard suffix), added when new; the key is copied only then.
-fn level<'m>(levels: &'m mut crate::Map<String, Paths>, key: &str) -> &'m mut Paths {
+/// `namespace/ingress:host/path(Kind)`, written once into a buffer of about its size (a
+/// build makes 10,000s of them).
+fn route_id(owner: &str, host: &HostMatch, path: &str, kind: PathKind) -> Arc<str> {
+    use std::fmt::Write;
+    let host_len = match host {
+        HostMatch::Any => 0,
+        HostMatch::Exact(host) => host.len(),
+        HostMatch::Wildcard(suffix) => suffix.len() + 2,
+    };
+    let mut id = String::with_capacity(owner.len() + host_len + path.len() + 32);
+    write!(id, "{owner}:{host}{path}({kind})").expect("writing to a String");
+    id.into()
+}
+
+/// The claims of one host (or wildcard suffix), added when new; the key is copied only then.
+fn level<'m, T>(levels: &'m mut Map<String, Vec<T>>, key: &str) -> &'m mut Vec<T> {
     if !levels.contains_key(key) {
-        levels.insert(key.to_owned(), Paths::default());
+        levels.insert(key.to_owned(), Vec::new());
     }
     levels.get_mut(key).expect("inserted above")
 }

@@ -1,62 +1,56 @@
-//! The path rules of one host level, indexed for a lookup in O(path depth).
+//! The path rules of one host level, sorted for a lookup in O(path depth x log rules).
 
-use crate::{Map, PathKind, Route};
+use crate::{PathKind, Route};
 
-/// The routes of one host (or wildcard suffix, or of every host), by rule path.
+/// The routes of one host (or wildcard suffix, or of every host), sorted by rule path then
+/// [`PathKind`], one per path and kind: a lookup is a few binary searches, and a level of a
+/// few rules is one small allocation (a table has one level per host, 10,000s of them).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Paths {
-    by_path: Map<String, Slot>,
-}
-
-/// The routes at one rule path, one per [`PathKind`].
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    exact: Option<Route>,
-    prefix: Option<Route>,
-    specific: Option<Route>,
-}
-
-impl Slot {
-    fn kind(&mut self, kind: PathKind) -> &mut Option<Route> {
-        match kind {
-            PathKind::Exact => &mut self.exact,
-            PathKind::Prefix => &mut self.prefix,
-            PathKind::ImplementationSpecific => &mut self.specific,
-        }
-    }
-
-    /// The Prefix route, else the ImplementationSpecific one.
-    fn prefix_like(&self) -> Option<&Route> {
-        self.prefix.as_ref().or(self.specific.as_ref())
-    }
+    routes: Vec<Route>,
 }
 
 impl Paths {
-    /// Adds `route`; when its path and kind are taken, gives back the route holding them.
-    pub(crate) fn insert(&mut self, route: Route) -> Result<(), &Route> {
-        let slot = self.by_path.entry(route.path.clone()).or_default();
-        match slot.kind(route.kind) {
-            Some(holder) => Err(holder),
-            empty => {
-                *empty = Some(route);
-                Ok(())
+    /// The level of `claims` (routes in the order their Ingresses claim them, each with what
+    /// `lost` needs to name it): the first claim of a path and kind holds it; each later one
+    /// is given to `lost` with the route holding it.
+    pub(crate) fn new<T>(mut claims: Vec<(Route, T)>, mut lost: impl FnMut(T, &Route)) -> Paths {
+        // A stable sort keeps the claims of one path and kind in claim order.
+        claims.sort_by(|(a, _), (b, _)| (a.path.as_str(), a.kind).cmp(&(b.path.as_str(), b.kind)));
+        let mut routes: Vec<Route> = Vec::with_capacity(claims.len());
+        for (route, origin) in claims {
+            match routes.last() {
+                Some(holder) if holder.path == route.path && holder.kind == route.kind => {
+                    lost(origin, holder)
+                }
+                _ => routes.push(route),
             }
         }
+        Paths { routes }
+    }
+
+    /// The route at exactly `path` and `kind`.
+    fn find(&self, path: &str, kind: PathKind) -> Option<&Route> {
+        let at = self
+            .routes
+            .binary_search_by(|r| (r.path.as_str(), r.kind).cmp(&(path, kind)));
+        at.ok().map(|at| &self.routes[at])
     }
 
     /// The route for a normalised path: the Exact rule equal to it, else the Prefix (then
     /// ImplementationSpecific) rule at its longest matching ancestor.
     pub(crate) fn lookup(&self, path: &str) -> Option<&Route> {
-        let exact = self.by_path.get(path).and_then(|slot| slot.exact.as_ref());
-        exact.or_else(|| prefixes(path).find_map(|prefix| self.by_path.get(prefix)?.prefix_like()))
+        let prefix_like = |prefix| {
+            self.find(prefix, PathKind::Prefix)
+                .or_else(|| self.find(prefix, PathKind::ImplementationSpecific))
+        };
+        self.find(path, PathKind::Exact)
+            .or_else(|| prefixes(path).find_map(prefix_like))
     }
 
-    /// Every route, in no particular order.
+    /// Every route, by path then kind.
     pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.by_path
-            .values()
-            .flat_map(|slot| [&slot.exact, &slot.prefix, &slot.specific])
-            .flatten()
+        self.routes.iter()
     }
 }
 
@@ -77,7 +71,57 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefixes;
+    use super::{prefixes, Paths};
+    use crate::{Backend, HostMatch, PathKind, Route, UpstreamProtocol};
+    use std::sync::Arc;
+
+    fn route(id: &str, path: &str, kind: PathKind) -> Route {
+        let backend = Backend {
+            key: "default/web:80".into(),
+            endpoints: Vec::new(),
+            protocol: UpstreamProtocol::Http1,
+            problem: None,
+        };
+        Route {
+            id: id.into(),
+            host: HostMatch::Any,
+            path: path.into(),
+            kind,
+            backend: Arc::new(backend),
+            options: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn first_claim_wins_and_lookups_follow_precedence() {
+        use PathKind::*;
+        let claims = [
+            ("deep", "/a/b", Prefix),
+            ("specific", "/a", ImplementationSpecific),
+            ("exact", "/a/b/c", Exact),
+            ("late", "/a/b", Prefix),
+            ("root", "/", Prefix),
+            ("later", "/a/b", Prefix),
+            ("prefix", "/a", Prefix),
+        ];
+        let claims = claims.map(|(id, path, kind)| (route(id, path, kind), id));
+        let mut lost = Vec::new();
+        let paths = Paths::new(claims.into(), |id, holder| {
+            lost.push((id, holder.id.clone()))
+        });
+        assert_eq!(lost, [("late", "deep".into()), ("later", "deep".into())]);
+        let found = |path| paths.lookup(path).map(|r| r.id.to_string());
+        assert_eq!(found("/a/b/c").as_deref(), Some("exact"));
+        assert_eq!(found("/a/b/c/d").as_deref(), Some("deep"));
+        assert_eq!(found("/a/b/").as_deref(), Some("deep"));
+        assert_eq!(
+            found("/a/bc").as_deref(),
+            Some("prefix"),
+            "Prefix before ImplementationSpecific"
+        );
+        assert_eq!(found("/x").as_deref(), Some("root"));
+        assert_eq!(paths.routes().count(), 5);
+    }
 
     #[test]
     fn prefixes_walk_up_to_the_root() {

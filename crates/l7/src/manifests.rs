@@ -363,7 +363,9 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
                     }
                     None => std::thread::sleep(POLL),
                 }
+                let started = std::time::Instant::now();
                 let refreshed = cache.refresh(&path);
+                let read = started.elapsed();
                 if let Some(n) = &notices {
                     n.watch(&cache.folders);
                 }
@@ -374,7 +376,13 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
                         for w in table.warnings() {
                             tracing::warn!("{w}");
                         }
+                        let built = started.elapsed() - read;
                         retired.push(tx.send_replace(Arc::new(table)));
+                        tracing::info!(
+                            read_ms = read.as_secs_f64() * 1e3,
+                            build_ms = built.as_secs_f64() * 1e3,
+                            "route table replaced"
+                        );
                     }
                     Err(e) => tracing::warn!("manifests not reloaded: {e:#}"),
                 }
