@@ -85,6 +85,26 @@ fn three_nodes_pass_check(backend: &str, tag: &str) {
     assert!(c
         .ok(&["exec", "x/a", "--", "ip", "link", "show", "eth0"])
         .contains(mtu));
+    // The check's cross-node flows are tracked on the nodes; with vxlan, the nodes' own
+    // encapsulated packets are not (no second, UDP flow per pod flow).
+    for node in ["node1", "node2", "node3"] {
+        let ns = flatnet_model::names::node_netns(&c.name, node);
+        let tracked = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "conntrack", "-L"])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        assert!(tracked(&["-p", "tcp"]) > 0, "{node}: pod flows are tracked");
+        let port = flatnet_model::names::VXLAN_PORT.to_string();
+        assert_eq!(
+            tracked(&["-p", "udp", "--dport", &port]),
+            0,
+            "{node}: tunnel packets"
+        );
+    }
 }
 
 #[test]

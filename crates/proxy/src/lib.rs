@@ -14,7 +14,7 @@ pub mod maglev;
 pub mod render;
 pub mod table;
 
-use flatnet_model::ClusterConfig;
+use flatnet_model::{Backend, ClusterConfig};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use table::Table;
@@ -47,5 +47,6 @@ pub fn ranges(config: &ClusterConfig) -> render::Ranges<'_> {
     render::Ranges {
         pod_cidrs: &config.pod_cidrs,
         service_cidrs: &config.service_cidrs,
+        tunnel_port: (config.backend == Backend::Vxlan).then_some(flatnet_model::names::VXLAN_PORT),
     }
 }

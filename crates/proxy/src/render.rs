@@ -29,6 +29,10 @@ pub struct Ranges<'a> {
     pub pod_cidrs: &'a [IpNet],
     /// Service ranges (unallocated addresses in them are dropped).
     pub service_cidrs: &'a [IpNet],
+    /// The UDP port of the overlay's tunnel (vxlan), if any: the node's own encapsulated
+    /// packets are not tracked (each pod flow would otherwise be tracked twice, the second
+    /// time as a UDP flow between the nodes, which costs throughput and conntrack entries).
+    pub tunnel_port: Option<u16>,
 }
 
 /// Part of a node's table (one Service's, or the ranges'): elements, affinity sets, chains.
@@ -115,6 +119,22 @@ fn pick_chain(v4: bool, n: usize) -> (String, Vec<String>) {
                 "meta l4proto {{ tcp, udp, sctp }} dnat {ip} addr . port to {ip} daddr . meta l4proto . th dport . ct mark map @endpoints-{fm}"
             ),
         ],
+    )
+}
+
+/// Chains at the raw priority that take the tunnel's packets (UDP to `port`, in and out of
+/// the node) out of connection tracking.
+fn untracked_tunnel(port: u16) -> String {
+    format!(
+        r#"	chain raw-prerouting {{
+		type filter hook prerouting priority raw; policy accept;
+		udp dport {port} notrack
+	}}
+	chain raw-output {{
+		type filter hook output priority raw; policy accept;
+		udp dport {port} notrack
+	}}
+"#
     )
 }
 
@@ -478,6 +498,7 @@ impl Program {
 /// The whole table, as `nft -f` takes it: the declarations with `elements` (each sorted),
 /// the affinity `sets`, the fixed chains and `chains`.
 pub fn text(
+    tunnel_port: Option<u16>,
     elements: &BTreeMap<&str, Vec<&String>>,
     sets: &BTreeMap<&str, &str>,
     chains: &BTreeMap<&str, &[String]>,
@@ -503,6 +524,9 @@ pub fn text(
         let _ = writeln!(s, "\tset {name} {{ {decl} }}");
     }
     s.push_str(&fixed_chains());
+    if let Some(port) = tunnel_port {
+        s.push_str(&untracked_tunnel(port));
+    }
     for (name, rules) in chains {
         let _ = writeln!(s, "\tchain {name} {{");
         for r in rules.iter() {

@@ -32,12 +32,17 @@ pub struct Table {
     touched_sets: BTreeMap<String, bool>,
     /// Whether the kernel was given the table (changes are tracked from then on).
     applied: bool,
+    /// [`Ranges::tunnel_port`].
+    tunnel_port: Option<u16>,
 }
 
 impl Table {
     /// An empty table (no Service) for a cluster with `ranges`.
     pub fn new(ranges: &Ranges) -> Self {
-        let mut t = Table::default();
+        let mut t = Table {
+            tunnel_port: ranges.tunnel_port,
+            ..Table::default()
+        };
         t.add(render::ranges(ranges));
         t
     }
@@ -110,7 +115,7 @@ impl Table {
             .iter()
             .map(|(n, (rules, _))| (n.as_str(), rules.as_slice()))
             .collect();
-        render::text(&elements, &sets, &chains)
+        render::text(self.tunnel_port, &elements, &sets, &chains)
     }
 
     /// The whole table for a full sync; after it, the table counts as applied.
@@ -333,6 +338,7 @@ mod tests {
         let mut t = Table::new(&Ranges {
             pod_cidrs: &pods,
             service_cidrs: &services,
+            tunnel_port: None,
         });
         t.set_all(flows.to_vec());
         t.text()
@@ -344,6 +350,7 @@ mod tests {
         let mut t = Table::new(&Ranges {
             pod_cidrs: &pods,
             service_cidrs: &services,
+            tunnel_port: None,
         });
         let a = flow("a", "10.43.0.1", &[2, 3], Algorithm::Random);
         let b = flow("b", "10.43.0.2", &[2, 5], Algorithm::Random);
