@@ -1,12 +1,16 @@
-//! [`Table::build`]: the Ingresses of our classes merged, in a deterministic order.
+//! [`Table::build`]: the Ingresses of our classes merged, in a deterministic order; and
+//! [`Table::update`]: the same for the hosts an Ingress change touches, the other hosts'
+//! levels shared with the table before.
 
 use crate::backend::{namespaced, Backends};
 use crate::class::Classes;
 use crate::index::Paths;
 use crate::tls::Certificates;
-use crate::{annotations, host, path, HostMatch, Inputs, Map, Options, PathKind, Route, Table};
+use crate::{
+    annotations, host, path, HostMatch, IngressChange, Inputs, Levels, Map, Options, PathKind,
+    Route, Set, Table,
+};
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// The table under construction, with the indexes of the objects it reads.
@@ -15,19 +19,31 @@ struct Builder<'a> {
     claims: Claims,
     backends: Backends<'a>,
     certificates: Certificates<'a>,
+    /// For an update: the hosts to rebuild and the Ingresses whose warnings are made again.
+    scope: Option<Scope<'a>>,
+}
+
+/// What an update rebuilds.
+struct Scope<'a> {
+    /// The levels to rebuild (every host a changed Ingress names, before or after).
+    hosts: Set<HostMatch>,
+    /// The changed Ingresses (`namespace`, `name`), before and after.
+    changed: Set<(&'a str, &'a str)>,
 }
 
 /// The Ingress being added.
 struct Owner<'a> {
     namespace: &'a str,
     /// `namespace/name`.
-    id: Rc<str>,
+    id: Arc<str>,
     options: Arc<Options>,
+    /// Whether its warnings are recorded (always in a build; in an update, when it changed).
+    warns: bool,
 }
 
 /// Where a route was written: its Ingress (`namespace/name`) and the indexes of its rule
 /// and path.
-type Written = (Rc<str>, usize, usize);
+type Written = (Arc<str>, usize, usize);
 
 /// The routes of each host level in the order the Ingresses claim them, sorted into
 /// [`Paths`] when all are added.
@@ -43,9 +59,120 @@ type Refusal = (String, String);
 
 pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
     let classes = Classes::new(inputs.classes);
-    let mut ours: Vec<(&Ingress, (&str, &str))> = inputs
-        .ingresses
+    let ours = ours(inputs.ingresses, &classes);
+    let mut builder = Builder::new(inputs, None);
+    // One level per host, most often: sized for every rule, the map is never rehashed.
+    let rules = ours
         .iter()
+        .filter_map(|(ingress, _)| ingress.spec.as_ref()?.rules.as_ref());
+    builder.claims.exact.reserve(rules.map(Vec::len).sum());
+    for (ingress, (namespace, name)) in ours {
+        builder.add(ingress, namespace, name);
+    }
+    let (certificates, tls_hosts) = builder.certificates.finish();
+    let Builder { table, claims, .. } = builder;
+    let (exact, wildcard, any) = claims.levels();
+    // Each backend is held by this list and by each route that sends to it.
+    let backends = builder.backends.in_use();
+    let uses = backends.iter().map(|b| {
+        let n = Arc::strong_count(b) - 1;
+        (Arc::clone(&b.key), (Arc::clone(b), n))
+    });
+    Table {
+        exact,
+        wildcard,
+        any,
+        certificates,
+        tls_hosts,
+        uses: uses.collect(),
+        backends,
+        ..table
+    }
+}
+
+pub(crate) fn update(
+    old: &Table,
+    inputs: &Inputs<'_>,
+    change: &IngressChange<'_>,
+) -> Option<Table> {
+    let edited = || change.before.iter().chain(change.after);
+    let sets_more = |ingress: &Ingress| {
+        let spec = ingress.spec.as_ref();
+        spec.is_some_and(|s| s.default_backend.is_some() || s.tls.iter().flatten().count() > 0)
+    };
+    if edited().any(sets_more) {
+        return None;
+    }
+    let scope = Scope {
+        hosts: edited().flat_map(rule_hosts).collect(),
+        changed: edited().filter_map(|i| namespaced(&i.metadata)).collect(),
+    };
+    // One pass over the Ingresses: those that name a host to rebuild or changed. A changed
+    // Ingress's name held by two objects (e.g. in two files): the warnings of the one that
+    // did not change could not be told apart.
+    let mut seen = Set::default();
+    let mut touched = Vec::new();
+    for ingress in inputs.ingresses {
+        let name = namespaced(&ingress.metadata);
+        let changed = name.is_some_and(|n| scope.changed.contains(&n));
+        if changed && !seen.insert(name) {
+            return None;
+        }
+        if changed || rule_hosts(ingress).any(|h| scope.hosts.contains(&h)) {
+            touched.push(ingress);
+        }
+    }
+    let ours = ours(touched, &Classes::new(inputs.classes));
+    let mut builder = Builder::new(inputs, None);
+    builder.scope = Some(scope);
+    for (ingress, (namespace, name)) in ours {
+        builder.add(ingress, namespace, name);
+    }
+    let Builder {
+        table: made,
+        claims,
+        scope,
+        ..
+    } = builder;
+    let scope = scope.expect("set above");
+    let mut table = old.clone();
+    for (namespace, name) in &scope.changed {
+        table
+            .warnings
+            .remove(format!("{namespace}/{name}").as_str());
+    }
+    table.warnings.extend(made.warnings);
+    for host in &scope.hosts {
+        let gone = match host {
+            HostMatch::Any => Some(std::mem::take(&mut table.any)),
+            HostMatch::Exact(host) => table.exact.remove(host.as_str()),
+            HostMatch::Wildcard(suffix) => table.wildcard.remove(suffix.as_str()),
+        };
+        if let Some(level) = gone {
+            table.count(&level, true);
+        }
+    }
+    let (exact, wildcard, any) = claims.levels();
+    for level in exact.values().chain(wildcard.values()) {
+        table.count(level, false);
+    }
+    table.exact.extend(exact);
+    table.wildcard.extend(wildcard);
+    if scope.hosts.contains(&HostMatch::Any) {
+        table.count(&any, false);
+        table.any = any;
+    }
+    Some(table)
+}
+
+/// The Ingresses of `ingresses` of our classes, in merge order: oldest first, then by
+/// namespace and name.
+fn ours<'a>(
+    ingresses: impl IntoIterator<Item = &'a Ingress>,
+    classes: &Classes,
+) -> Vec<(&'a Ingress, (&'a str, &'a str))> {
+    let mut ours: Vec<(&Ingress, (&str, &str))> = ingresses
+        .into_iter()
         .filter(|ingress| classes.serves(ingress))
         .filter_map(|ingress| Some((ingress, namespaced(&ingress.metadata)?)))
         .collect();
@@ -53,55 +180,35 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
         let created = |i: &Ingress| i.metadata.creation_timestamp.clone();
         created(a).cmp(&created(b)).then(a_name.cmp(b_name))
     });
-    // One level per host, most often: sized for every rule, the map is never rehashed.
-    let rules = ours
-        .iter()
-        .filter_map(|(ingress, _)| ingress.spec.as_ref()?.rules.as_ref());
-    let mut claims = Claims::default();
-    claims.exact.reserve(rules.map(Vec::len).sum());
-    let mut builder = Builder {
-        table: Table::default(),
-        claims,
-        backends: Backends::new(inputs.services, inputs.slices),
-        certificates: Certificates::new(inputs.secrets),
-    };
-    for (ingress, (namespace, name)) in ours {
-        builder.add(ingress, namespace, name);
-    }
-    let (certificates, tls_hosts) = builder.certificates.finish();
-    let Builder {
-        mut table, claims, ..
-    } = builder;
-    let mut conflicts = Vec::new();
-    table.exact = levels(claims.exact, &mut conflicts);
-    table.wildcard = levels(claims.wildcard, &mut conflicts);
-    table.any = Paths::new(claims.any, |written, holder| {
-        conflicts.push(conflict(written, holder))
-    });
-    // Levels are sorted in hash order: the warnings are sorted to be the same every build.
-    conflicts.sort_unstable();
-    table.warnings.extend(conflicts);
-    Table {
-        certificates,
-        tls_hosts,
-        backends: builder.backends.in_use(),
-        ..table
-    }
+    ours
 }
 
-/// The levels of `claims`, each claim that loses to an earlier one named in `conflicts`.
-fn levels(
-    claims: Map<String, Vec<(Route, Written)>>,
-    conflicts: &mut Vec<String>,
-) -> Map<String, Paths> {
-    let mut levels = Map::with_capacity_and_hasher(claims.len(), Default::default());
-    for (key, claims) in claims {
-        let paths = Paths::new(claims, |written, holder| {
-            conflicts.push(conflict(written, holder))
-        });
-        levels.insert(key, paths);
+/// The valid hosts of an Ingress's rules ([`HostMatch::Any`] for a rule without host).
+fn rule_hosts(ingress: &Ingress) -> impl Iterator<Item = HostMatch> + '_ {
+    let rules = ingress
+        .spec
+        .iter()
+        .flat_map(|spec| spec.rules.iter().flatten());
+    rules.filter_map(|rule| match rule.host.as_deref() {
+        None | Some("") => Some(HostMatch::Any),
+        Some(written) => host::parse_rule(written),
+    })
+}
+
+impl Claims {
+    /// The levels of the claims (exact, wildcard, any); a claim that loses to an earlier one
+    /// is named in its level's conflicts.
+    fn levels(self) -> (Levels, Levels, Arc<Paths>) {
+        fn levels(claims: Map<String, Vec<(Route, Written)>>) -> Levels {
+            let mut levels = Map::with_capacity_and_hasher(claims.len(), Default::default());
+            for (key, claims) in claims {
+                levels.insert(key.into(), Arc::new(Paths::new(claims, conflict)));
+            }
+            levels
+        }
+        let any = Arc::new(Paths::new(self.any, conflict));
+        (levels(self.exact), levels(self.wildcard), any)
     }
-    levels
 }
 
 /// The warning for a route whose host, path and kind `holder` claimed first.
@@ -113,24 +220,45 @@ fn conflict((owner, rule, path): Written, holder: &Route) -> String {
 }
 
 impl<'a> Builder<'a> {
+    fn new(inputs: &Inputs<'a>, scope: Option<Scope<'a>>) -> Self {
+        Builder {
+            table: Table::default(),
+            claims: Claims::default(),
+            backends: Backends::new(inputs.services, inputs.slices),
+            certificates: Certificates::new(inputs.secrets),
+            scope,
+        }
+    }
+
     fn add(&mut self, ingress: &'a Ingress, namespace: &'a str, name: &str) {
-        let id: Rc<str> = format!("{namespace}/{name}").into();
+        let id: Arc<str> = format!("{namespace}/{name}").into();
+        let warns = match &self.scope {
+            None => true,
+            Some(scope) => scope.changed.contains(&(namespace, name)),
+        };
         let options = match annotations::parse(ingress.metadata.annotations.as_ref()) {
             Ok(options) => Arc::new(options),
             Err(bad) => {
-                let warnings = bad.iter().map(|bad| format!("Ingress {id}: {bad}"));
-                return self.table.warnings.extend(warnings);
+                if warns {
+                    let warnings = bad.iter().map(|bad| format!("Ingress {id}: {bad}"));
+                    let warnings: Vec<String> = warnings.collect();
+                    self.table.warnings.entry(id).or_default().extend(warnings);
+                }
+                return;
             }
         };
         let owner = Owner {
             namespace,
             id,
             options,
+            warns,
         };
         let Some(spec) = &ingress.spec else {
             return;
         };
-        if let Some(backend) = &spec.default_backend {
+        // An update changes no default backend and no certificate: they stay as they were.
+        let whole = self.scope.is_none();
+        if let Some(backend) = spec.default_backend.as_ref().filter(|_| whole) {
             self.default_backend(&owner, backend);
         }
         for (i, rule) in spec.rules.iter().flatten().enumerate() {
@@ -145,9 +273,16 @@ impl<'a> Builder<'a> {
                     }
                 },
             };
+            if self
+                .scope
+                .as_ref()
+                .is_some_and(|s| !s.hosts.contains(&host))
+            {
+                continue;
+            }
             for (j, path) in rule.http.iter().flat_map(|http| &http.paths).enumerate() {
                 match self.route(&owner, &host, path) {
-                    Ok(route) => self.claim(route, (Rc::clone(&owner.id), i, j)),
+                    Ok(route) => self.claim(route, (Arc::clone(&owner.id), i, j)),
                     Err((sub, reason)) => {
                         let field = format!("spec.rules[{i}].http.paths[{j}].{sub}");
                         self.warn(&owner, &field, reason)
@@ -155,14 +290,14 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (i, tls) in spec.tls.iter().flatten().enumerate() {
-            let warnings = &mut self.table.warnings;
-            self.certificates.add(namespace, tls, |field, reason| {
-                warnings.push(format!(
-                    "Ingress {}: spec.tls[{i}].{field}: {reason}",
-                    owner.id
-                ));
-            });
+        if whole {
+            for (i, tls) in spec.tls.iter().flatten().enumerate() {
+                self.certificates.add(namespace, tls, |field, reason| {
+                    let warning = format!("Ingress {}: spec.tls[{i}].{field}: {reason}", owner.id);
+                    let warnings = self.table.warnings.entry(Arc::clone(&owner.id));
+                    warnings.or_default().push(warning);
+                });
+            }
         }
     }
 
@@ -255,8 +390,11 @@ impl<'a> Builder<'a> {
     }
 
     fn warn(&mut self, owner: &Owner<'_>, field: &str, reason: String) {
-        let warning = format!("Ingress {}: {field}: {reason}", owner.id);
-        self.table.warnings.push(warning);
+        if owner.warns {
+            let warning = format!("Ingress {}: {field}: {reason}", owner.id);
+            let warnings = self.table.warnings.entry(Arc::clone(&owner.id));
+            warnings.or_default().push(warning);
+        }
     }
 }
 

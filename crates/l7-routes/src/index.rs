@@ -8,25 +8,33 @@ use crate::{PathKind, Route};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Paths {
     routes: Vec<Route>,
+    /// A warning for each claim that lost to an earlier one.
+    conflicts: Vec<String>,
 }
 
 impl Paths {
     /// The level of `claims` (routes in the order their Ingresses claim them, each with what
-    /// `lost` needs to name it): the first claim of a path and kind holds it; each later one
-    /// is given to `lost` with the route holding it.
-    pub(crate) fn new<T>(mut claims: Vec<(Route, T)>, mut lost: impl FnMut(T, &Route)) -> Paths {
+    /// `lost` needs to name it): the first claim of a path and kind holds it; for each later
+    /// one `lost` makes a warning, given the route holding it.
+    pub(crate) fn new<T>(mut claims: Vec<(Route, T)>, lost: impl Fn(T, &Route) -> String) -> Paths {
         // A stable sort keeps the claims of one path and kind in claim order.
         claims.sort_by(|(a, _), (b, _)| (a.path.as_str(), a.kind).cmp(&(b.path.as_str(), b.kind)));
         let mut routes: Vec<Route> = Vec::with_capacity(claims.len());
+        let mut conflicts = Vec::new();
         for (route, origin) in claims {
             match routes.last() {
                 Some(holder) if holder.path == route.path && holder.kind == route.kind => {
-                    lost(origin, holder)
+                    conflicts.push(lost(origin, holder))
                 }
                 _ => routes.push(route),
             }
         }
-        Paths { routes }
+        Paths { routes, conflicts }
+    }
+
+    /// Warnings for the claims that lost to earlier ones.
+    pub(crate) fn conflicts(&self) -> &[String] {
+        &self.conflicts
     }
 
     /// The route at exactly `path` and `kind`.
@@ -105,11 +113,13 @@ mod tests {
             ("prefix", "/a", Prefix),
         ];
         let claims = claims.map(|(id, path, kind)| (route(id, path, kind), id));
-        let mut lost = Vec::new();
         let paths = Paths::new(claims.into(), |id, holder| {
-            lost.push((id, holder.id.clone()))
+            format!("{id} lost to {}", holder.id)
         });
-        assert_eq!(lost, [("late", "deep".into()), ("later", "deep".into())]);
+        assert_eq!(
+            paths.conflicts(),
+            ["late lost to deep", "later lost to deep"]
+        );
         let found = |path| paths.lookup(path).map(|r| r.id.to_string());
         assert_eq!(found("/a/b/c").as_deref(), Some("exact"));
         assert_eq!(found("/a/b/c/d").as_deref(), Some("deep"));

@@ -71,11 +71,17 @@ use index::Paths;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The maps of the table: keyed by request hosts and paths, so hashed with a keyed hash
 /// (ahash, seeded at random per map) that is fast and not open to collision attacks.
 pub(crate) type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// A set hashed as [`Map`] is.
+pub(crate) type Set<T> = std::collections::HashSet<T, ahash::RandomState>;
+
+/// Host levels by host (or wildcard suffix), each shared by the tables that have it as is.
+pub(crate) type Levels = Map<Arc<str>, Arc<Paths>>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tls::TlsHosts;
@@ -195,17 +201,31 @@ pub enum Lookup<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     /// Rules with an exact host, by host.
-    exact: Map<String, Paths>,
+    exact: Levels,
     /// Rules with a wildcard host, by suffix (without `*.`).
-    wildcard: Map<String, Paths>,
+    wildcard: Levels,
     /// Rules without host.
-    any: Paths,
+    any: Arc<Paths>,
     default_backend: Option<Route>,
     /// The backends of the routes, each once.
     backends: Vec<Arc<Backend>>,
+    /// How many routes (the default backend included) send to each backend, by key.
+    uses: Map<Arc<str>, (Arc<Backend>, usize)>,
     certificates: Vec<Certificate>,
     tls_hosts: TlsHosts,
-    warnings: Vec<String>,
+    /// What was left out of each Ingress (by `namespace/name`), but for path conflicts,
+    /// which their levels hold.
+    warnings: BTreeMap<Arc<str>, Vec<String>>,
+}
+
+/// Ingresses changed since a table was built: the objects as they were and as they are
+/// (an Ingress added is only in `after`, one removed only in `before`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IngressChange<'a> {
+    /// The changed Ingresses as the table was built from them.
+    pub before: &'a [Ingress],
+    /// The same Ingresses (and the added ones) as they are now.
+    pub after: &'a [Ingress],
 }
 
 impl Table {
@@ -214,6 +234,15 @@ impl Table {
     /// [`Table::warnings`].
     pub fn build(inputs: &Inputs<'_>) -> Table {
         build::build(inputs)
+    }
+
+    /// The table of `inputs` when only `change`'s Ingresses changed since this one was built
+    /// (the IngressClasses, Services, EndpointSlices and Secrets are the same): the same
+    /// table [`Table::build`] makes, for the cost of the hosts the changed Ingresses name;
+    /// the other hosts' levels are shared with this table. `None` when a changed Ingress
+    /// has a default backend or TLS, or its name is held twice: build the table instead.
+    pub fn update(&self, inputs: &Inputs<'_>, change: &IngressChange<'_>) -> Option<Table> {
+        build::update(self, inputs, change)
     }
 
     /// The route for a request. `host` and `path` must already be normalised with
@@ -234,8 +263,7 @@ impl Table {
     /// hosts, then rules without host (hosts in alphabetical order); within a host, longer
     /// paths first, then by kind (Exact, Prefix, ImplementationSpecific).
     pub fn routes(&self) -> Vec<&Route> {
-        let levels = self.exact.values().chain(self.wildcard.values());
-        let mut routes: Vec<&Route> = levels.chain([&self.any]).flat_map(Paths::routes).collect();
+        let mut routes: Vec<&Route> = self.levels().flat_map(Paths::routes).collect();
         routes.sort_by_key(|route| {
             let level = match route.host {
                 HostMatch::Exact(_) => 0,
@@ -249,9 +277,34 @@ impl Table {
         routes
     }
 
+    /// Every host level.
+    fn levels(&self) -> impl Iterator<Item = &Paths> {
+        let hosts = self.exact.values().chain(self.wildcard.values());
+        hosts.chain([&self.any]).map(|level| &**level)
+    }
+
     /// Every backend a route sends to, each once, in no particular order.
     pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
+    }
+
+    /// Counts `level`'s routes in [`Table::uses`] (`gone`: counts them out) and lists the
+    /// backends in use again.
+    fn count(&mut self, level: &Paths, gone: bool) {
+        for route in level.routes() {
+            let key = &route.backend.key;
+            if gone {
+                let (_, n) = self.uses.get_mut(key).expect("counted in");
+                *n -= 1;
+                if *n == 0 {
+                    self.uses.remove(key);
+                }
+            } else {
+                let uses = self.uses.entry(Arc::clone(key));
+                uses.or_insert_with(|| (Arc::clone(&route.backend), 0)).1 += 1;
+            }
+        }
+        self.backends = self.uses.values().map(|(b, _)| Arc::clone(b)).collect();
     }
 
     /// Certificates by host, first claim wins.
@@ -265,9 +318,17 @@ impl Table {
         route.options.ssl_redirect && self.tls_hosts.covers(host)
     }
 
-    /// What was left out and why (`Ingress ns/name: field: reason`).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
+    /// What was left out and why (`Ingress ns/name: field: reason`): by Ingress, then the
+    /// path conflicts, sorted.
+    pub fn warnings(&self) -> Vec<&str> {
+        let mut conflicts: Vec<&str> = self
+            .levels()
+            .flat_map(|level| level.conflicts())
+            .map(String::as_str)
+            .collect();
+        conflicts.sort_unstable();
+        let by_ingress = self.warnings.values().flatten().map(String::as_str);
+        by_ingress.chain(conflicts).collect()
     }
 }
 

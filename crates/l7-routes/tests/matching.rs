@@ -2,7 +2,7 @@
 //! `fixtures/matching.yaml`, and what the table says about those objects.
 
 use flatnet_l7_routes::{
-    host, path, Balance, HostMatch, Inputs, Lookup, Route, Table, UpstreamProtocol,
+    host, path, Balance, HostMatch, IngressChange, Inputs, Lookup, Route, Table, UpstreamProtocol,
     DEFAULT_CLASS_ANNOTATION,
 };
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -55,14 +55,18 @@ impl Objects {
         self
     }
 
-    fn table(&self) -> Table {
-        Table::build(&Inputs {
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
             ingresses: &self.ingresses,
             classes: &self.classes,
             services: &self.services,
             slices: &self.slices,
             secrets: &self.secrets,
-        })
+        }
+    }
+
+    fn table(&self) -> Table {
+        Table::build(&self.inputs())
     }
 }
 
@@ -304,4 +308,204 @@ fn backends_are_those_of_the_routes() {
     assert!(of_routes.len() > 2, "{of_routes:?}");
     assert_eq!(table.backends().len(), of_backends.len(), "each once");
     assert_eq!(of_backends, of_routes);
+}
+
+/// What a table says, in comparable terms: its routes with their backends, its warnings,
+/// its backends and its answer to every fixture case.
+fn says(table: &Table) -> impl PartialEq + std::fmt::Debug {
+    let routes: Vec<_> = table
+        .routes()
+        .iter()
+        .map(|r| {
+            let backend = &r.backend;
+            let endpoints = (&backend.endpoints, &backend.problem, backend.protocol);
+            (
+                r.id.to_string(),
+                backend.key.to_string(),
+                format!("{endpoints:?}"),
+            )
+        })
+        .collect();
+    let warnings: Vec<String> = table.warnings().into_iter().map(str::to_owned).collect();
+    let mut backends: Vec<String> = table.backends().iter().map(|b| b.key.to_string()).collect();
+    backends.sort();
+    let cases: Cases = serde_yaml_ng::from_str(CASES).unwrap();
+    let answers: Vec<_> = cases.scenarios[0]
+        .cases
+        .iter()
+        .map(|c| answer(table, c))
+        .collect();
+    (routes, warnings, backends, answers)
+}
+
+/// `ingress` with `edit` applied to its JSON form.
+fn edited(ingress: &Ingress, edit: impl FnOnce(&mut serde_json::Value)) -> Ingress {
+    let mut value = serde_json::to_value(ingress).unwrap();
+    edit(&mut value);
+    serde_json::from_value(value).unwrap()
+}
+
+fn ingress(name: &str, created: &str, rule: serde_json::Value) -> Ingress {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": "default", "creationTimestamp": created },
+        "spec": { "ingressClassName": "flatnet", "rules": [rule] },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_update_makes_the_table_a_build_makes() {
+    use serde_json::json;
+    let base = Objects::load();
+    let table = base.table();
+    let path = |path: &str, service: &str| {
+        json!({ "path": path, "pathType": "Prefix",
+                "backend": { "service": { "name": service, "port": { "number": 80 } } } })
+    };
+    let early = ingress(
+        "early",
+        "2023-01-01T00:00:00Z",
+        json!({ "host": "foo.com", "http": { "paths": [path("/api", "api")] } }),
+    );
+    let early_any = ingress(
+        "early-any",
+        "2023-01-01T00:00:00Z",
+        json!({ "http": { "paths": [path("/anyonly", "web"), path("/new", "solo")] } }),
+    );
+    type Edit = Box<dyn Fn(&Ingress) -> Option<Ingress>>;
+    let on = |name: &'static str, edit: fn(&mut serde_json::Value)| -> Edit {
+        Box::new(
+            move |i: &Ingress| match i.metadata.name.as_deref() == Some(name) {
+                true => Some(edited(i, edit)),
+                false => Some(i.clone()),
+            },
+        )
+    };
+    // Each change: what becomes of each Ingress (None: removed), the Ingresses added.
+    let changes: Vec<(&str, Edit, Vec<Ingress>)> = vec![
+        (
+            "a new Ingress wins a host's path",
+            Box::new(|i| Some(i.clone())),
+            vec![early],
+        ),
+        (
+            "a new Ingress wins a path of every host",
+            Box::new(|i| Some(i.clone())),
+            vec![early_any],
+        ),
+        (
+            "an Ingress removed",
+            Box::new(|i| (i.metadata.name.as_deref() != Some("legacy")).then(|| i.clone())),
+            vec![],
+        ),
+        (
+            "a host renamed",
+            on("resource", |v| {
+                v["spec"]["rules"][0]["host"] = json!("res2.com")
+            }),
+            vec![],
+        ),
+        (
+            "ours no more",
+            on("anyhost", |v| {
+                v["spec"]["ingressClassName"] = json!("other")
+            }),
+            vec![],
+        ),
+        (
+            "ours now",
+            on("foreign", |v| {
+                v["spec"]["ingressClassName"] = json!("flatnet")
+            }),
+            vec![],
+        ),
+        (
+            "annotations fixed",
+            on("bad-annotations", |v| {
+                v["metadata"]["annotations"] = json!({})
+            }),
+            vec![],
+        ),
+        (
+            "annotations broken",
+            on("resource", |v| {
+                v["metadata"]["annotations"] = json!({ "flatnet.dev/retries": "9" })
+            }),
+            vec![],
+        ),
+        (
+            "a backend changed",
+            on("anyhost", |v| {
+                v["spec"]["rules"][0]["http"]["paths"][1]["backend"]["service"]["name"] =
+                    json!("ghost")
+            }),
+            vec![],
+        ),
+    ];
+    for (what, edit, added) in changes {
+        let mut objects = Objects::load();
+        objects.ingresses = base.ingresses.iter().filter_map(&edit).collect();
+        objects.ingresses.extend(added);
+        let missing_in = |from: &[Ingress], other: &[Ingress]| -> Vec<Ingress> {
+            let missing = from.iter().filter(|i| !other.contains(i));
+            missing.cloned().collect()
+        };
+        let before = missing_in(&base.ingresses, &objects.ingresses);
+        let after = missing_in(&objects.ingresses, &base.ingresses);
+        assert!(!before.is_empty() || !after.is_empty(), "{what}: no change");
+        let inputs = objects.inputs();
+        let change = IngressChange {
+            before: &before,
+            after: &after,
+        };
+        let updated = table
+            .update(&inputs, &change)
+            .unwrap_or_else(|| panic!("{what}: no update"));
+        let built = objects.table();
+        assert_ne!(
+            says(&built),
+            says(&table),
+            "{what}: the change changes nothing"
+        );
+        assert_eq!(says(&updated), says(&built), "{what}");
+        let undo = IngressChange {
+            before: &after,
+            after: &before,
+        };
+        let undone = updated.update(&base.inputs(), &undo).unwrap();
+        assert_eq!(says(&undone), says(&table), "{what}, undone");
+    }
+}
+
+#[test]
+fn changes_an_update_cannot_make_are_refused() {
+    let base = Objects::load();
+    let table = base.table();
+    let named = |name: &str| {
+        base.ingresses
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(name))
+    };
+    let web = named("web").unwrap();
+    let fallback = named("fallback").unwrap();
+    let legacy = named("legacy").unwrap();
+    let moved = |i: &Ingress| edited(i, |v| v["spec"]["rules"] = serde_json::json!([]));
+    // TLS, a default backend, a name held twice (the unchanged twin's warnings are unknown).
+    for (before, after, twice) in [
+        (web.clone(), moved(web), false),
+        (fallback.clone(), moved(fallback), false),
+        (legacy.clone(), moved(legacy), true),
+    ] {
+        let mut objects = Objects::load();
+        objects.ingresses.retain(|i| *i != before);
+        objects.ingresses.push(after.clone());
+        if twice {
+            objects.ingresses.push(before.clone());
+        }
+        let change = IngressChange {
+            before: &[before],
+            after: &[after],
+        };
+        assert!(table.update(&objects.inputs(), &change).is_none());
+    }
 }

@@ -3,7 +3,7 @@
 //! watcher that rebuilds the table when a file changes.
 
 use anyhow::{anyhow, Context};
-use flatnet_l7_routes::{Inputs, Table};
+use flatnet_l7_routes::{IngressChange, Inputs, Table};
 use inotify::{EventMask, Inotify, WatchMask};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -179,16 +179,80 @@ impl Objects {
     }
 
     /// Replaces the `len` objects of each kind from `at` with `new`'s (moving only the
-    /// objects behind them, and those only when the counts differ).
-    fn replace(&mut self, at: Counts, len: Counts, new: Objects) {
-        fn splice<T>(all: &mut Vec<T>, at: usize, len: usize, new: Vec<T>) {
-            all.splice(at..at + len, new);
+    /// objects behind them, and those only when the counts differ); gives back the
+    /// replaced ones.
+    fn replace(&mut self, at: Counts, len: Counts, new: Objects) -> Objects {
+        fn splice<T>(all: &mut Vec<T>, at: usize, len: usize, new: Vec<T>) -> Vec<T> {
+            all.splice(at..at + len, new).collect()
         }
-        splice(&mut self.ingresses, at[0], len[0], new.ingresses);
-        splice(&mut self.classes, at[1], len[1], new.classes);
-        splice(&mut self.services, at[2], len[2], new.services);
-        splice(&mut self.slices, at[3], len[3], new.slices);
-        splice(&mut self.secrets, at[4], len[4], new.secrets);
+        Objects {
+            ingresses: splice(&mut self.ingresses, at[0], len[0], new.ingresses),
+            classes: splice(&mut self.classes, at[1], len[1], new.classes),
+            services: splice(&mut self.services, at[2], len[2], new.services),
+            slices: splice(&mut self.slices, at[3], len[3], new.slices),
+            secrets: splice(&mut self.secrets, at[4], len[4], new.secrets),
+        }
+    }
+
+    /// Whether the objects other than Ingresses from `at` (`len` of each kind) are `old`'s.
+    fn same_but_ingresses(&self, at: Counts, len: Counts, old: &Objects) -> bool {
+        fn same<T: PartialEq>(all: &[T], at: usize, len: usize, old: &[T]) -> bool {
+            all[at..at + len] == *old
+        }
+        same(&self.classes, at[1], len[1], &old.classes)
+            && same(&self.services, at[2], len[2], &old.services)
+            && same(&self.slices, at[3], len[3], &old.slices)
+            && same(&self.secrets, at[4], len[4], &old.secrets)
+    }
+}
+
+/// What a refresh changed: only Ingresses (the route table can be updated for the hosts
+/// they name), or more (it is built anew).
+#[derive(Debug, PartialEq)]
+enum Change {
+    /// The Ingresses of the changed files as they were, and as they are.
+    Ingresses {
+        before: Vec<Ingress>,
+        after: Vec<Ingress>,
+    },
+    More,
+}
+
+impl Change {
+    /// Adds that `old` was replaced by the objects `all` holds from `at` (`len` of each
+    /// kind).
+    fn add(&mut self, all: &Objects, at: Counts, len: Counts, old: Objects) {
+        match self {
+            Change::Ingresses { before, after } if all.same_but_ingresses(at, len, &old) => {
+                // A file rewritten with one Ingress changed: the others are left out.
+                let now = &all.ingresses[at[0]..at[0] + len[0]];
+                let mut was = old.ingresses.into_iter();
+                for ingress in now {
+                    match was.next() {
+                        Some(same) if same == *ingress => {}
+                        Some(other) => {
+                            before.push(other);
+                            after.push(ingress.clone());
+                        }
+                        None => after.push(ingress.clone()),
+                    }
+                }
+                before.extend(was);
+            }
+            _ => *self = Change::More,
+        }
+    }
+
+    /// The table of `objects`: `current` updated when only Ingresses changed, else built.
+    fn table(&self, current: &Table, objects: &Objects) -> Table {
+        let inputs = objects.inputs();
+        let updated = match self {
+            Change::Ingresses { before, after } => {
+                current.update(&inputs, &IngressChange { before, after })
+            }
+            Change::More => None,
+        };
+        updated.unwrap_or_else(|| Table::build(&inputs))
     }
 }
 
@@ -199,9 +263,9 @@ fn advance(at: &mut Counts, by: Counts) {
 }
 
 impl Cache {
-    /// Re-reads the files of `path` that are new or changed and forgets removed ones; false
-    /// when nothing changed. On an error nothing is changed.
-    fn refresh(&mut self, path: &Path) -> anyhow::Result<bool> {
+    /// Re-reads the files of `path` that are new or changed and forgets removed ones; says
+    /// what changed (`None`: nothing). On an error nothing is changed.
+    fn refresh(&mut self, path: &Path) -> anyhow::Result<Option<Change>> {
         let listing = list(path)?;
         let mut fresh = BTreeMap::new();
         for file in &listing.files {
@@ -217,22 +281,28 @@ impl Cache {
         }
         self.folders = listing.folders;
         if fresh.is_empty() && self.files.len() == listing.files.len() {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut change = Change::Ingresses {
+            before: Vec::new(),
+            after: Vec::new(),
+        };
         // Both lists are sorted: walk them together, with `at` the position of the file
         // at hand's objects in `all`.
         let mut old = std::mem::take(&mut self.files).into_iter().peekable();
         let mut at = Counts::default();
         for file in listing.files {
             while let Some((_, (_, gone))) = old.next_if(|(f, _)| *f < file) {
-                self.all.replace(at, gone, Objects::default());
+                let was = self.all.replace(at, gone, Objects::default());
+                change.add(&self.all, at, Counts::default(), was);
             }
             let kept = old.next_if(|(f, _)| *f == file).map(|(_, entry)| entry);
             let entry = match (fresh.remove(&file), kept) {
                 (Some((now, objects)), kept) => {
                     let counts = objects.counts();
                     let len = kept.map_or(Counts::default(), |(_, len)| len);
-                    self.all.replace(at, len, objects);
+                    let was = self.all.replace(at, len, objects);
+                    change.add(&self.all, at, counts, was);
                     (now, counts)
                 }
                 (None, Some(kept)) => kept,
@@ -242,9 +312,10 @@ impl Cache {
             self.files.insert(file, entry);
         }
         for (_, (_, gone)) in old {
-            self.all.replace(at, gone, Objects::default());
+            let was = self.all.replace(at, gone, Objects::default());
+            change.add(&self.all, at, Counts::default(), was);
         }
-        Ok(true)
+        Ok(Some(change))
     }
 }
 
@@ -370,13 +441,13 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
                     n.watch(&cache.folders);
                 }
                 match refreshed {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let table = cache.all.table();
+                    Ok(None) => {}
+                    Ok(Some(change)) => {
+                        let table = change.table(&tx.borrow(), &cache.all);
+                        let built = started.elapsed() - read;
                         for w in table.warnings() {
                             tracing::warn!("{w}");
                         }
-                        let built = started.elapsed() - read;
                         retired.push(tx.send_replace(Arc::new(table)));
                         tracing::info!(
                             read_ms = read.as_secs_f64() * 1e3,
@@ -456,7 +527,7 @@ metadata: {name: skipped}
             [dir.path().to_path_buf(), dir.path().join("sub")]
         );
         let mut cache = Cache::default();
-        assert!(cache.refresh(dir.path()).unwrap());
+        assert!(cache.refresh(dir.path()).unwrap().is_some());
         assert_eq!(cache.all.services.len(), 2);
     }
 
@@ -471,8 +542,8 @@ metadata: {name: skipped}
         std::fs::write(&b, service("b1")).unwrap();
         std::fs::write(&c, service("c1") + &service("c2")).unwrap();
         let mut cache = Cache::default();
-        assert!(cache.refresh(dir.path()).unwrap());
-        assert!(!cache.refresh(dir.path()).unwrap(), "nothing changed");
+        assert_eq!(cache.refresh(dir.path()).unwrap(), Some(Change::More));
+        assert_eq!(cache.refresh(dir.path()).unwrap(), None, "nothing changed");
         let names = |cache: &Cache| -> Vec<String> {
             let names = cache
                 .all
@@ -485,7 +556,7 @@ metadata: {name: skipped}
         // Mark a's object: a refresh that re-read a would lose the mark.
         cache.all.services[0].metadata.uid = Some("kept".into());
         std::fs::write(&b, service("b1") + &service("b2")).unwrap();
-        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.refresh(dir.path()).unwrap(), Some(Change::More));
         assert_eq!(
             names(&cache),
             ["a1", "b1", "b2", "c1", "c2"],
@@ -504,7 +575,7 @@ metadata: {name: skipped}
             "the last good objects"
         );
         std::fs::remove_file(&b).unwrap();
-        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.refresh(dir.path()).unwrap(), Some(Change::More));
         assert_eq!(
             names(&cache),
             ["a1", "c1", "c2"],
@@ -513,7 +584,7 @@ metadata: {name: skipped}
         std::fs::write(dir.path().join("ab.yaml"), service("ab1")).unwrap();
         std::fs::write(&c, service("c3")).unwrap();
         std::fs::write(dir.path().join("d.yaml"), service("d1")).unwrap();
-        assert!(cache.refresh(dir.path()).unwrap());
+        assert_eq!(cache.refresh(dir.path()).unwrap(), Some(Change::More));
         assert_eq!(
             names(&cache),
             ["a1", "ab1", "c3", "d1"],
@@ -529,6 +600,55 @@ metadata: {name: skipped}
             )
         };
         names.iter().map(one).collect()
+    }
+
+    #[test]
+    fn a_change_of_ingresses_only_updates_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = ["a", "b"].map(|n| dir.path().join(format!("{n}.yaml")));
+        let service = "kind: Service\nmetadata: {name: web, namespace: x}\nspec: {ports: [{port: 80}]}\n---\n";
+        let class = format!(
+            "kind: IngressClass\nmetadata: {{name: flatnet, annotations: {{{}: \"true\"}}}}\nspec: {{controller: {}}}\n---\n",
+            flatnet_l7_routes::DEFAULT_CLASS_ANNOTATION,
+            flatnet_l7_routes::CONTROLLER
+        );
+        std::fs::write(&a, ingresses(&["one", "two"])).unwrap();
+        std::fs::write(&b, ingresses(&["three"]) + service + &class).unwrap();
+        let mut cache = Cache::default();
+        cache.refresh(dir.path()).unwrap();
+        let table = cache.all.table();
+        let name = |i: &Ingress| i.metadata.name.clone().unwrap();
+        std::fs::write(&a, ingresses(&["one", "four"])).unwrap();
+        let Some(Change::Ingresses { before, after }) = cache.refresh(dir.path()).unwrap() else {
+            panic!("only Ingresses changed");
+        };
+        let names = |list: &[Ingress]| list.iter().map(name).collect::<Vec<String>>().join(" ");
+        assert_eq!(
+            (names(&before), names(&after)),
+            ("two".to_owned(), "four".to_owned()),
+            "one is the same"
+        );
+        let change = Change::Ingresses { before, after };
+        let updated = change.table(&table, &cache.all);
+        let ids = |t: &Table| {
+            t.routes()
+                .iter()
+                .map(|r| r.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&updated), ids(&cache.all.table()));
+        assert!(ids(&updated).iter().any(|id| id.starts_with("x/four:")));
+        std::fs::remove_file(&a).unwrap();
+        let Some(Change::Ingresses { before, after }) = cache.refresh(dir.path()).unwrap() else {
+            panic!("only Ingresses went");
+        };
+        assert_eq!((before.len(), after.len()), (2, 0));
+        std::fs::write(&b, ingresses(&["three"]) + &class).unwrap();
+        assert_eq!(
+            cache.refresh(dir.path()).unwrap(),
+            Some(Change::More),
+            "a Service went"
+        );
     }
 
     #[tokio::test]

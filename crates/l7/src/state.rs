@@ -48,15 +48,15 @@ impl Shared {
     pub fn install(&self, table: Arc<Table>) {
         let (store, warnings) = CertStore::build(table.certificates(), self.default_cert.clone());
         log_warnings(&warnings);
-        log_warnings(table.warnings());
+        log_warnings(&table.warnings());
         self.certs.store(Arc::new(store));
         self.installed
             .store(Arc::new(self.upstreams.install(table)));
     }
 }
 
-fn log_warnings(warnings: &[String]) {
+fn log_warnings(warnings: &[impl AsRef<str>]) {
     for w in warnings {
-        tracing::warn!("{w}");
+        tracing::warn!("{}", w.as_ref());
     }
 }
