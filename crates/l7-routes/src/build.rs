@@ -96,11 +96,11 @@ pub(crate) fn update(
     change: &IngressChange<'_>,
 ) -> Option<Table> {
     let edited = || change.before.iter().chain(change.after);
-    let sets_more = |ingress: &Ingress| {
+    let tls_or_default = |ingress: &Ingress| {
         let spec = ingress.spec.as_ref();
         spec.is_some_and(|s| s.default_backend.is_some() || s.tls.iter().flatten().count() > 0)
     };
-    if edited().any(sets_more) {
+    if edited().any(tls_or_default) {
         return None;
     }
     let scope = Scope {
@@ -123,8 +123,7 @@ pub(crate) fn update(
         }
     }
     let ours = ours(touched, &Classes::new(inputs.classes));
-    let mut builder = Builder::new(inputs, None);
-    builder.scope = Some(scope);
+    let mut builder = Builder::new(inputs, Some(scope));
     for (ingress, (namespace, name)) in ours {
         builder.add(ingress, namespace, name);
     }
@@ -134,7 +133,7 @@ pub(crate) fn update(
         scope,
         ..
     } = builder;
-    let scope = scope.expect("set above");
+    let scope = scope.expect("an update's builder has a scope");
     let mut table = old.clone();
     for (namespace, name) in &scope.changed {
         table
@@ -162,6 +161,7 @@ pub(crate) fn update(
         table.count(&any, false);
         table.any = any;
     }
+    table.backends = table.uses.values().map(|(b, _)| Arc::clone(b)).collect();
     Some(table)
 }
 

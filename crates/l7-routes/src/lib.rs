@@ -288,8 +288,7 @@ impl Table {
         &self.backends
     }
 
-    /// Counts `level`'s routes in [`Table::uses`] (`gone`: counts them out) and lists the
-    /// backends in use again.
+    /// Counts `level`'s routes in [`Table::uses`] (`gone`: counts them out).
     fn count(&mut self, level: &Paths, gone: bool) {
         for route in level.routes() {
             let key = &route.backend.key;
@@ -304,7 +303,6 @@ impl Table {
                 uses.or_insert_with(|| (Arc::clone(&route.backend), 0)).1 += 1;
             }
         }
-        self.backends = self.uses.values().map(|(b, _)| Arc::clone(b)).collect();
     }
 
     /// Certificates by host, first claim wins.
