@@ -245,14 +245,13 @@ impl Change {
 
     /// The table of `objects`: `current` updated when only Ingresses changed, else built.
     fn table(&self, current: &Table, objects: &Objects) -> Table {
-        let inputs = objects.inputs();
         let updated = match self {
             Change::Ingresses { before, after } => {
-                current.update(&inputs, &IngressChange { before, after })
+                current.update(&objects.inputs(), &IngressChange { before, after })
             }
             Change::More => None,
         };
-        updated.unwrap_or_else(|| Table::build(&inputs))
+        updated.unwrap_or_else(|| objects.table())
     }
 }
 
