@@ -10,7 +10,9 @@ pub mod serve;
 
 use anyhow::{Context, Result};
 use flatnet_model::names;
-use flatnet_model::state::{write_json, ClusterDir, NodeStatus, PodState, PodStatus, State};
+use flatnet_model::state::{
+    write_json, ClusterDir, NodeStatus, PodState, PodStatus, State, StoreNotices, STORE_FALLBACK,
+};
 use flatnet_netlink::{netns, Netlink};
 use runtime::{Attachment, CniNetwork};
 use serde_json::{json, Value};
@@ -546,14 +548,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs until the cluster's state disappears: re-syncs on every change and every
-    /// `resync` interval.
+    /// Runs until the cluster's state disappears: re-syncs on every change of the store
+    /// (waiting on its change notices in between) and every `resync` interval.
     pub fn run(mut self, resync: Duration) -> Result<()> {
         match serve::Servers::start(self.metrics.clone(), serve::METRICS_PORT) {
             Ok(s) => self.servers = Some(s),
             Err(e) => tracing::warn!("metrics server: {e:#}"),
         }
         let state_file = self.cfg.cluster.state_file();
+        let mut notices = StoreNotices::new(&self.cfg.cluster);
         let mut seen: Option<(u64, std::time::SystemTime)> = None;
         let mut last = Instant::now();
         let mut adopted = false;
@@ -612,7 +615,8 @@ impl Agent {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let next_resync = resync.saturating_sub(last.elapsed());
+            notices.wait(current.as_ref(), STORE_FALLBACK.min(next_resync));
         }
     }
 }

@@ -7,11 +7,11 @@ use anyhow::{Context, Result};
 use flatnet_controller::endpoints::{slices, SERVICE_NAME_LABEL};
 use flatnet_controller::services::{cluster_ips, is_headless, service_type};
 use flatnet_dns::{Config, EndpointView, PodView, PodsMode, PortView, ServiceView, Snapshot, Zone};
-use flatnet_model::state::{ClusterDir, NodeStatus, State};
+use flatnet_model::state::{ClusterDir, NodeStatus, State, StoreNotices, STORE_FALLBACK};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Port of `/metrics`, `/healthz` and `/readyz` (CoreDNS's metrics port).
 pub const METRICS_PORT: u16 = 9153;
@@ -124,6 +124,30 @@ fn load(dir: &ClusterDir, cfg: &Config) -> Result<(Zone, Option<SystemTime>)> {
     ))
 }
 
+/// Keeps `zone` in step with cluster `dir`'s store until the cluster is gone: the zone is
+/// made again whenever the store changes.
+fn follow(dir: &ClusterDir, cfg: &Config, zone: &RwLock<Zone>) -> Result<()> {
+    let mut notices = StoreNotices::new(dir);
+    let mut seen = None;
+    loop {
+        let Ok(state) = dir.read_state() else {
+            tracing::info!("cluster state is gone; dns exits");
+            return Ok(());
+        };
+        let now = dir.store_mtime(&state);
+        if now != seen || !zone.read().expect("not poisoned").synced() {
+            match load(dir, cfg) {
+                Ok((z, m)) => {
+                    *zone.write().expect("not poisoned") = z;
+                    seen = m;
+                }
+                Err(e) => tracing::warn!("reading the store: {e:#}"),
+            }
+        }
+        notices.wait(Some(&state), STORE_FALLBACK);
+    }
+}
+
 /// Serves cluster `dir`'s zone on `listen` until the cluster is gone; prints `ready` on
 /// stdout once listening (the agent waits for it). Until the store has been read, names in
 /// the zone get SERVFAIL and `/readyz` says 503.
@@ -172,23 +196,6 @@ pub fn run(
         })
         .await?;
         println!("ready");
-        let mut seen = None;
-        loop {
-            let Ok(state) = dir.read_state() else {
-                tracing::info!("cluster state is gone; dns exits");
-                return Ok(());
-            };
-            let now = dir.store_mtime(&state);
-            if now != seen || !zone.read().expect("not poisoned").synced() {
-                match load(&dir, &cfg) {
-                    Ok((z, m)) => {
-                        *zone.write().expect("not poisoned") = z;
-                        seen = m;
-                    }
-                    Err(e) => tracing::warn!("reading the store: {e:#}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tokio::task::spawn_blocking(move || follow(&dir, &cfg, &zone)).await?
     })
 }

@@ -4,16 +4,13 @@
 
 use anyhow::{anyhow, Context};
 use flatnet_l7_routes::{IngressChange, Inputs, Table};
-use inotify::{EventMask, Inotify, WatchMask};
+use flatnet_notices::Notices;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -324,68 +321,6 @@ pub const FALLBACK: Duration = Duration::from_secs(1);
 /// How often [`watch`] looks at the files when the system gives no change notices.
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// Change notices (inotify) for the folders of a manifest path.
-struct Notices {
-    inotify: Inotify,
-    buffer: Vec<u8>,
-}
-
-impl Notices {
-    /// What changes a file's objects: a write finished, a rename in or out, a removal, a
-    /// touch or a symlink swapped (`ATTRIB`); a creation only for folders (a new file is
-    /// read when its writer closes it, not empty or half-written).
-    const MASK: WatchMask = WatchMask::CLOSE_WRITE
-        .union(WatchMask::MOVED_TO)
-        .union(WatchMask::MOVED_FROM)
-        .union(WatchMask::CREATE)
-        .union(WatchMask::DELETE)
-        .union(WatchMask::ATTRIB)
-        .union(WatchMask::DELETE_SELF)
-        .union(WatchMask::MOVE_SELF);
-
-    fn new() -> io::Result<Notices> {
-        Ok(Notices {
-            inotify: Inotify::init()?,
-            buffer: vec![0; 16 * 1024],
-        })
-    }
-
-    /// Watches `folders` (a folder watched already keeps its one watch).
-    fn watch(&self, folders: &[PathBuf]) {
-        for folder in folders {
-            if let Err(e) = self.inotify.watches().add(folder, Self::MASK) {
-                tracing::warn!("not watching {} for changes: {e}", folder.display());
-            }
-        }
-    }
-
-    /// Waits up to `timeout` for a notice that may change the objects, reading all that
-    /// are pending.
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let until = std::time::Instant::now() + timeout;
-        loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::from(ms))? == 0 {
-                return Ok(());
-            }
-            let relevant = |e: &inotify::Event<&std::ffi::OsStr>| {
-                !e.mask.contains(EventMask::CREATE) || e.mask.contains(EventMask::ISDIR)
-            };
-            let events = self.inotify.read_events(&mut self.buffer)?;
-            if events.into_iter().any(|e| relevant(&e)) {
-                while self
-                    .inotify
-                    .read_events(&mut self.buffer)
-                    .is_ok_and(|e| e.count() > 0)
-                {}
-                return Ok(());
-            }
-        }
-    }
-}
-
 /// Loads `path` (an error if it does not load) and watches it on a thread of its own: each
 /// change that loads sends a new table (only changed files are parsed again); one that does
 /// not is logged and the last table kept. Changes are noticed through inotify as they
@@ -426,7 +361,7 @@ fn watch_every(path: PathBuf, fallback: Duration) -> anyhow::Result<watch::Recei
             while !tx.is_closed() {
                 match &mut notices {
                     Some(n) => {
-                        if let Err(e) = n.wait(fallback) {
+                        if let Err(e) = n.wait(fallback, flatnet_notices::changes_content) {
                             tracing::warn!("change notices: {e}");
                             std::thread::sleep(POLL);
                         }

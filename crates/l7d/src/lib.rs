@@ -5,13 +5,10 @@
 
 use anyhow::Result;
 use flatnet_l7_routes::{Inputs, Table};
-use flatnet_model::state::{ClusterDir, State};
+use flatnet_model::state::{ClusterDir, State, StoreNotices, STORE_FALLBACK};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How often the store's modification time is looked at.
-const POLL: Duration = Duration::from_millis(50);
+use tokio::sync::watch;
 
 /// The route table of `state` given its EndpointSlices.
 pub fn table(state: &State, slices: &[EndpointSlice]) -> Table {
@@ -42,26 +39,42 @@ pub fn run(dir: ClusterDir, config: flatnet_l7::ProxyConfig) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let notices = StoreNotices::new(&dir);
         let state = dir.read_state()?;
-        let mut seen = dir.store_mtime(&state);
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(load(&dir, &state)));
+        let (tx, rx) = watch::channel(Arc::new(load(&dir, &state)));
         let proxy = flatnet_l7::Proxy::bind(config).await?;
         println!("ready");
         let serving = tokio::spawn(proxy.run(rx));
-        loop {
-            tokio::time::sleep(POLL).await;
-            if serving.is_finished() {
-                return serving.await?;
-            }
-            let Ok(state) = dir.read_state() else {
-                tracing::info!("cluster state is gone; the ingress controller exits");
-                return Ok(());
-            };
-            let now = dir.store_mtime(&state);
-            if now != seen {
-                seen = now;
-                tx.send_replace(Arc::new(load(&dir, &state)));
-            }
+        let following = tokio::task::spawn_blocking(move || follow(&dir, state, notices, &tx));
+        tokio::select! {
+            served = serving => served?,
+            followed = following => followed?,
         }
     })
+}
+
+/// Sends a new table on `tx` whenever cluster `dir`'s store changes, until the cluster is
+/// gone or the proxy stops (`tx` closed); `state` is the store as the current table was made
+/// from it.
+fn follow(
+    dir: &ClusterDir,
+    mut state: State,
+    mut notices: StoreNotices,
+    tx: &watch::Sender<Arc<Table>>,
+) -> Result<()> {
+    let mut seen = dir.store_mtime(&state);
+    while !tx.is_closed() {
+        notices.wait(Some(&state), STORE_FALLBACK);
+        let Ok(now_state) = dir.read_state() else {
+            tracing::info!("cluster state is gone; the ingress controller exits");
+            return Ok(());
+        };
+        state = now_state;
+        let now = dir.store_mtime(&state);
+        if now != seen {
+            seen = now;
+            tx.send_replace(Arc::new(load(dir, &state)));
+        }
+    }
+    Ok(())
 }

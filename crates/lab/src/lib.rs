@@ -9,7 +9,7 @@ pub mod target;
 use anyhow::{anyhow, bail, Context, Result};
 use flatnet_model::manifest::Manifests;
 use flatnet_model::names;
-use flatnet_model::state::{ClusterDir, State};
+use flatnet_model::state::{ClusterDir, State, StoreNotices, STORE_FALLBACK};
 use flatnet_model::validate::resolve_cluster;
 use flatnet_model::ClusterSpec;
 use flatnet_netlink::{netns, Netlink};
@@ -340,6 +340,7 @@ pub fn wait_synced(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
+    let mut notices = StoreNotices::new(dir);
     loop {
         // Every node must also have programmed the Services for the current endpoints.
         let slices = flatnet_controller::endpoints::slices_from(dir, state);
@@ -391,7 +392,8 @@ pub fn wait_synced(
                 dir.log_dir().display()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let left = deadline.saturating_duration_since(Instant::now());
+        notices.wait(Some(state), left.min(STORE_FALLBACK));
     }
 }
 

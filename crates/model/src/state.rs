@@ -321,9 +321,141 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long [`StoreNotices::wait`] waits at most for a change notice: the store is looked at
+/// at least this often, so a lost notice costs no more.
+pub const STORE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the store is looked at when the system gives no change notices.
+pub const STORE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Change notices for a cluster's store: `state.json` and the nodes' `status.json`, both
+/// written by rename. Processes that follow the store wait on this instead of reading it
+/// over and over: idle, they use no CPU; a change wakes them at once.
+pub struct StoreNotices {
+    dir: ClusterDir,
+    notices: Option<flatnet_notices::Notices>,
+}
+
+impl StoreNotices {
+    /// Notices for `dir`'s store, watched from now on: a change made after this returns is
+    /// seen by the next [`StoreNotices::wait`]. Without notices from the system (logged), waits
+    /// poll instead.
+    pub fn new(dir: &ClusterDir) -> Self {
+        let notices = match flatnet_notices::Notices::new() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!("no change notices for {}: {e}; polling", dir.path.display());
+                None
+            }
+        };
+        let watcher = StoreNotices {
+            dir: dir.clone(),
+            notices,
+        };
+        watcher.watch(None);
+        watcher
+    }
+
+    /// Watches the cluster's folder, its nodes' folder and the folder of each node of `state`
+    /// (a node's folder may be made after its node joins: a new folder is a notice, and it is
+    /// watched by the wait after it).
+    fn watch(&self, state: Option<&State>) {
+        let Some(n) = &self.notices else { return };
+        n.watch([self.dir.path.clone(), self.dir.path.join("nodes")]);
+        if let Some(state) = state {
+            n.watch(state.nodes.iter().map(|node| self.dir.node_dir(&node.name)));
+        }
+    }
+
+    /// Waits until the store may have changed (a state or status file replaced, a folder made
+    /// or removed) or `timeout` passes, whichever is first; `state` is the state last read,
+    /// whose nodes' folders are watched. Without notices, waits [`STORE_POLL`] (at most
+    /// `timeout`).
+    pub fn wait(&mut self, state: Option<&State>, timeout: std::time::Duration) {
+        self.watch(state);
+        let relevant = |n: &flatnet_notices::Notice| {
+            flatnet_notices::about(n, "state.json") || flatnet_notices::about(n, "status.json")
+        };
+        let waited = match &mut self.notices {
+            Some(n) => n.wait(timeout, relevant),
+            None => Ok(false),
+        };
+        if self.notices.is_none() || waited.is_err() {
+            if let Err(e) = waited {
+                tracing::warn!("change notices for {}: {e}", self.dir.path.display());
+            }
+            std::thread::sleep(STORE_POLL.min(timeout));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state with nodes `a` and `b`.
+    fn two_nodes() -> State {
+        let spec = crate::ClusterSpec::default();
+        let config = crate::validate::resolve_cluster("c.yaml", "lab", &spec, &[]).unwrap();
+        let node = |name: &str, index| NodeState {
+            name: name.into(),
+            index,
+            ip: node_ip(&config.node_cidr, index),
+            pod_cidrs: vec![],
+        };
+        State {
+            generation: 1,
+            nodes: vec![node("a", 1), node("b", 2)],
+            config,
+            namespaces: vec![],
+            pods: vec![],
+            deployments: vec![],
+            services: vec![],
+            ingresses: vec![],
+            ingress_classes: vec![],
+            secrets: vec![],
+        }
+    }
+
+    /// Whether `wait` ended well before its 10 s timeout.
+    fn woken(notices: &mut StoreNotices, state: Option<&State>) -> bool {
+        let started = std::time::Instant::now();
+        notices.wait(state, std::time::Duration::from_secs(10));
+        started.elapsed() < std::time::Duration::from_secs(5)
+    }
+
+    #[test]
+    fn store_notices_wake_on_state_and_status_files_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ClusterDir::at(root.path(), "lab");
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let mut notices = StoreNotices::new(&dir);
+        let state = two_nodes();
+
+        // The state written (by rename) wakes a waiter at once.
+        dir.write_state(&state).unwrap();
+        assert!(woken(&mut notices, None));
+
+        // The folder `nodes/` made, then a node's folder made later: both are notices, and
+        // the node's status written afterwards is seen in its folder.
+        std::fs::create_dir_all(dir.path.join("nodes")).unwrap();
+        assert!(woken(&mut notices, Some(&state)));
+        std::fs::create_dir_all(dir.node_dir("b")).unwrap();
+        assert!(woken(&mut notices, Some(&state)));
+        write_json(&dir.node_status_file("b"), &NodeStatus::default()).unwrap();
+        assert!(woken(&mut notices, Some(&state)));
+
+        // Other files in the watched folders do not wake it: the wait runs its time.
+        std::fs::write(dir.node_dir("b").join("results.json"), "{}").unwrap();
+        std::fs::write(dir.path.join("lock"), "").unwrap();
+        let started = std::time::Instant::now();
+        notices.wait(Some(&state), std::time::Duration::from_millis(200));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+
+        // The cluster removed (`down`) is a notice too.
+        std::fs::remove_dir_all(&dir.path).unwrap();
+        assert!(woken(&mut notices, Some(&state)));
+    }
 
     #[test]
     fn node_and_external_addresses() {
