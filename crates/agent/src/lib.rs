@@ -153,6 +153,12 @@ impl Agent {
             netns::sysctl("net/ipv4/ip_forward", "1")?;
             netns::sysctl("net/ipv6/conf/all/forwarding", "1")?;
             netns::sysctl("net/ipv6/conf/default/accept_dad", "0")?;
+            if !netns::bridge_netfilter(true, false)? {
+                tracing::warn!(
+                    "the kernel has no br_netfilter: replies of Service connections between \
+                     two pods of this node will not be un-NATed"
+                );
+            }
         }
         let program = flatnet_overlay::program(&state.config, &state.nodes, &self.cfg.node);
         let nl = Netlink::new()?;

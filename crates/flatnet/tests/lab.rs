@@ -105,6 +105,20 @@ fn three_nodes_pass_check(backend: &str, tag: &str) {
             "{node}: tunnel packets"
         );
     }
+    // Bridged frames go through the IP hooks on the nodes (same-node Service replies are
+    // un-NATed there), not in the fabric, a plain switch.
+    let bridge_nf = |ns: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-n"])
+            .arg("net.bridge.bridge-nf-call-iptables")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let fabric = flatnet_model::names::fabric_netns(&c.name);
+    assert_eq!(bridge_nf(&fabric), "0", "in the fabric");
+    let node1 = flatnet_model::names::node_netns(&c.name, "node1");
+    assert_eq!(bridge_nf(&node1), "1", "on a node");
 }
 
 #[test]

@@ -19,7 +19,10 @@ fn fabric(cluster: &str) -> Result<Netlink> {
 /// Creates the fabric namespace and bridge and the `external` host (idempotent).
 pub fn create(state: &State) -> Result<()> {
     let c = &state.config;
-    netns::create(&names::fabric_netns(&c.name))?;
+    let fabric_ns = netns::create(&names::fabric_netns(&c.name))?;
+    // A plain switch: frames it forwards skip the netfilter hooks (br_netfilter's work on
+    // every packet between nodes), which nothing in the fabric uses.
+    netns::run_in(&fabric_ns, || netns::bridge_netfilter(false, false))?;
     let nl = fabric(&c.name)?;
     nl.ensure_bridge(FABRIC_BRIDGE, c.mtu, None)?;
     let ext = names::external_netns(&c.name);

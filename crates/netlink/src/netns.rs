@@ -115,6 +115,21 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     std::fs::write(&p, value).with_context(|| format!("setting sysctl {key}={value}"))
 }
 
+/// Sets, for the calling thread's namespace, whether frames its bridges forward pass
+/// through the IPv4 and IPv6 netfilter hooks (`bridge-nf-call-iptables`, `-ip6tables`: what
+/// un-NATs the reply of a Service connection between two pods of one bridge) and the ARP
+/// ones (`-arptables`). False when the kernel has no `br_netfilter` (nothing to set).
+pub fn bridge_netfilter(ip: bool, arp: bool) -> Result<bool> {
+    if !Path::new("/proc/sys/net/bridge").exists() {
+        return Ok(false);
+    }
+    let on = |b: bool| if b { "1" } else { "0" };
+    sysctl("net/bridge/bridge-nf-call-iptables", on(ip))?;
+    sysctl("net/bridge/bridge-nf-call-ip6tables", on(ip))?;
+    sysctl("net/bridge/bridge-nf-call-arptables", on(arp))?;
+    Ok(true)
+}
+
 /// A named namespace deleted (with every process in it killed) when dropped: for tests.
 pub struct TempNetns {
     /// Its name.
