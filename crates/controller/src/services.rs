@@ -178,10 +178,14 @@ pub fn admit(
                 .find(|o| o.port == p.port && o.protocol == p.protocol)
                 .and_then(|o| o.node_port);
             match p.node_port.or(kept) {
-                Some(np) if !(30000..=32767).contains(&np) => {
+                Some(np) if !u16::try_from(np).is_ok_and(|p| NODE_PORT_RANGE.contains(&p)) => {
                     c.fail(
                         format!("{f}.nodePort"),
-                        format!("{np} is outside the NodePort range 30000-32767"),
+                        format!(
+                            "{np} is outside the NodePort range {}-{}",
+                            NODE_PORT_RANGE.start(),
+                            NODE_PORT_RANGE.end()
+                        ),
                     );
                 }
                 Some(np) if used_ports.contains(&(np as u16)) => {

@@ -208,6 +208,24 @@ fn services_end_to_end() {
             "{proto} refused within a second"
         );
     }
+    // The same by its NodePorts, from outside.
+    let ports = service(&c, "empty")["spec"]["ports"].clone();
+    for (i, proto) in [(0, "tcp"), (1, "udp")] {
+        let node_port = ports[i]["nodePort"].as_u64().unwrap() as u16;
+        let start = Instant::now();
+        let v = probe(
+            &c,
+            "external",
+            "node/node2",
+            node_port,
+            &["--protocol", proto, "--timeout", "3"],
+        );
+        assert_eq!(v["result"], "refused", "{proto} NodePort: {v}");
+        assert!(
+            start.elapsed().as_secs_f64() < 1.5,
+            "{proto} NodePort refused within a second"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! Service's flows, and [`crate::table::Table`] sums them into the node's table.
 
 use crate::flows::{Algorithm, Backend, Flow};
+use flatnet_ipam::service::NODE_PORT_RANGE;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,8 +139,11 @@ fn untracked_tunnel(port: u16) -> String {
     )
 }
 
-/// Chains every table has, with hooks; they dispatch into the per-Service chains.
+/// Chains every table has, with hooks; they dispatch into the per-Service chains. The cheap
+/// tests of a rule come first: a route lookup (`fib`) is made only for a packet to a port
+/// of the NodePort range, not for every new connection.
 fn fixed_chains() -> String {
+    let nodeports = format!("{}-{}", NODE_PORT_RANGE.start(), NODE_PORT_RANGE.end());
     format!(
         r#"	chain filter-prerouting {{
 		type filter hook prerouting priority -110; policy accept;
@@ -154,8 +158,8 @@ fn fixed_chains() -> String {
 		ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services-v6
 		ip daddr . meta l4proto . th dport @service-ports-v4 return
 		ip6 daddr . meta l4proto . th dport @service-ports-v6 return
-		fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @no-endpoint-nodeports-v4
-		fib daddr type local meta nfproto ipv6 meta l4proto . th dport vmap @no-endpoint-nodeports-v6
+		meta nfproto ipv4 th dport {nodeports} fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports-v4
+		meta nfproto ipv6 th dport {nodeports} fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports-v6
 		ip daddr @service-cidrs-v4 ip daddr != @cluster-ips-v4 drop
 		ip6 daddr @service-cidrs-v6 ip6 daddr != @cluster-ips-v6 drop
 		ip daddr @cluster-ips-v4 ip daddr . meta l4proto . th dport != @service-ports-v4 goto reject-service
@@ -192,8 +196,8 @@ fn fixed_chains() -> String {
 	chain services {{
 		ip daddr . meta l4proto . th dport vmap @service-ips-v4
 		ip6 daddr . meta l4proto . th dport vmap @service-ips-v6
-		fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports-v4
-		fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @service-nodeports-v6
+		ip daddr != 127.0.0.0/8 th dport {nodeports} fib daddr type local meta l4proto . th dport vmap @service-nodeports-v4
+		ip6 daddr != ::1 th dport {nodeports} fib daddr type local meta l4proto . th dport vmap @service-nodeports-v6
 	}}
 "#
     )
