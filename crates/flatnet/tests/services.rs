@@ -188,43 +188,23 @@ fn services_end_to_end() {
     }
     served(&probe(&c, "external", &lb, 80, &[]));
 
-    // No endpoints: refused at once, TCP and UDP, never a timeout.
-    let empty = service(&c, "empty")["spec"]["clusterIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for (port, proto) in [(80, "tcp"), (81, "udp")] {
+    // No endpoints: refused at once, TCP and UDP, never a timeout; by the ClusterIP from a
+    // pod and by the NodePorts from outside.
+    let refused_at_once = |from: &str, to: &str, port: u16, proto: &str| {
         let start = Instant::now();
-        let v = probe(
-            &c,
-            "s/client",
-            &empty,
-            port,
-            &["--protocol", proto, "--timeout", "3"],
-        );
-        assert_eq!(v["result"], "refused", "{proto}: {v}");
+        let v = probe(&c, from, to, port, &["--protocol", proto, "--timeout", "3"]);
+        assert_eq!(v["result"], "refused", "{proto} to {to}:{port}: {v}");
         assert!(
             start.elapsed().as_secs_f64() < 1.5,
-            "{proto} refused within a second"
+            "{proto} to {to}:{port} refused within a second"
         );
-    }
-    // The same by its NodePorts, from outside.
-    let ports = service(&c, "empty")["spec"]["ports"].clone();
-    for (i, proto) in [(0, "tcp"), (1, "udp")] {
-        let node_port = ports[i]["nodePort"].as_u64().unwrap() as u16;
-        let start = Instant::now();
-        let v = probe(
-            &c,
-            "external",
-            "node/node2",
-            node_port,
-            &["--protocol", proto, "--timeout", "3"],
-        );
-        assert_eq!(v["result"], "refused", "{proto} NodePort: {v}");
-        assert!(
-            start.elapsed().as_secs_f64() < 1.5,
-            "{proto} NodePort refused within a second"
-        );
+    };
+    let empty = service(&c, "empty");
+    let cluster_ip = empty["spec"]["clusterIP"].as_str().unwrap();
+    for (i, (port, proto)) in [(80, "tcp"), (81, "udp")].into_iter().enumerate() {
+        refused_at_once("s/client", cluster_ip, port, proto);
+        let node_port = empty["spec"]["ports"][i]["nodePort"].as_u64().unwrap() as u16;
+        refused_at_once("external", "node/node2", node_port, proto);
     }
 }
 
