@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 const SERVER: &str = "10.42.201.2";
 
+/// Pause between changing the node's table and measuring.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// A path and, per round, its median and p99 connect time (ms) and connections per second.
 type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
 
@@ -163,6 +166,9 @@ fn main() -> Result<()> {
                     format!("{}:80", vip(5000)).parse()?
                 }
             };
+            // The kernel frees a replaced table's sets and chains after the change returns
+            // (RCU, on its workers); let that finish before measuring.
+            std::thread::sleep(SETTLE);
             let (lat, secs) = connect_loop(&client.0, to, count)?;
             row.1.push(median(lat.clone()));
             row.2.push(p99(lat));
