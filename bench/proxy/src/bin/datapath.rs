@@ -1,9 +1,13 @@
-//! Data-path cost of the Service proxy: new TCP connections from a client namespace through a
-//! "node" namespace running flatnet's nftables program to a server namespace, by ClusterIP
-//! with 10 Services installed and with 10,000, against connecting to the server's IP
-//! directly (the limit). All in scratch namespaces `flbench-dp*-<pid>`; bounded loops.
+//! Data-path cost of the Service proxy: new TCP connections from a client namespace to a
+//! server namespace through a "node" namespace, by ClusterIP with 10 Services installed and
+//! with 10,000, against connecting to the server's IP directly (the limit). Each path has a
+//! node of its own (a lane: no table, the 10-Service table, the 10,000-Service table), all
+//! between the same client and server, so the paths are measured interleaved in batches of
+//! [`BATCH`] connections and see the same machine. All in scratch namespaces
+//! `flbench-dp*-<pid>`; bounded loops.
 //!
-//! Usage: flatnet-bench-proxy-datapath [connections per run] [rounds]   (default 3000, 3)
+//! Usage: flatnet-bench-proxy-datapath [connections per path and round] [rounds]
+//! (default 3000, 3)
 
 use anyhow::{bail, Context, Result};
 use flatnet_bench_proxy::{median, service, vip, Scratch, ENDPOINTS};
@@ -19,13 +23,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SERVER: &str = "10.42.201.2";
+/// Connections to one path before the next path's turn.
+const BATCH: usize = 100;
 
-/// Pause between changing the node's table and measuring.
+/// Pause between loading the nodes' tables and measuring (the kernel finishes its work on
+/// them after `nft` returns).
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// A path and, per round, its median and p99 connect time (ms) and connections per second.
 type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Lane `i`: its node joins the client's `10.42.(100+i).0/24` and the server's
+/// `10.42.(150+i).0/24`; the server's address on it.
+fn server_ip(lane: usize) -> String {
+    format!("10.42.{}.2", 150 + lane)
+}
 
 fn sh(ns: &str, cmd: &str) -> Result<()> {
     let ok = Command::new("ip")
@@ -38,10 +50,10 @@ fn sh(ns: &str, cmd: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every endpoint of every Service is the one server, so any Service reaches it.
-fn slice_to_server(i: usize) -> EndpointSlice {
+/// Every endpoint of every Service is the server's address on `lane`.
+fn slice_to_server(i: usize, lane: usize) -> EndpointSlice {
     let endpoints: Vec<_> = (0..ENDPOINTS)
-        .map(|_| json!({"addresses": [SERVER], "conditions": {"ready": true}, "nodeName": "node2"}))
+        .map(|_| json!({"addresses": [server_ip(lane)], "conditions": {"ready": true}, "nodeName": "node2"}))
         .collect();
     serde_json::from_value(json!({
         "metadata": {"name": format!("svc-{i}-ipv4"), "namespace": "bench",
@@ -54,7 +66,7 @@ fn slice_to_server(i: usize) -> EndpointSlice {
 }
 
 /// Connects `count` times to `to` from inside `client`; returns per-connection milliseconds
-/// and the whole run's seconds.
+/// and the seconds they took.
 fn connect_loop(client: &str, to: SocketAddr, count: usize) -> Result<(Vec<f64>, f64)> {
     let path = netns::path(client);
     netns::run_in(&path, move || {
@@ -91,20 +103,53 @@ fn main() -> Result<()> {
         .map(|s| s.parse().expect("a number"))
         .unwrap_or(3);
     let client = Scratch::new("dpc")?;
-    let node = Scratch::new("dpn")?;
     let server = Scratch::new("dps")?;
-    sh(&node.0, &format!(
-        "ip link add c type veth peer name c-in && ip link set c-in netns {c} && ip link add s type veth peer name s-in && ip link set s-in netns {s} \
-         && ip addr add 10.42.200.1/24 dev c && ip addr add 10.42.201.1/24 dev s && ip link set c up && ip link set s up && ip link set lo up \
-         && sysctl -qw net.ipv4.ip_forward=1",
-        c = client.0, s = server.0
-    ))?;
-    sh(&client.0, "ip link set c-in name eth0 && ip addr add 10.42.200.2/24 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add default via 10.42.200.1")?;
-    sh(&server.0, &format!("ip link set s-in name eth0 && ip addr add {SERVER}/24 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add default via 10.42.201.1"))?;
+    sh(&client.0, "ip link set lo up")?;
+    sh(&server.0, "ip link set lo up")?;
+    // Lanes: 0 no table, 1 the 10-Service table, 2 the 10,000-Service table.
+    let spec = ClusterSpec {
+        nodes: Some(NodesSpec::Count(3)),
+        ..Default::default()
+    };
+    let config = resolve_cluster("bench", "bench", &spec, &[])?;
+    let table = |n: usize, lane: usize| {
+        let svcs: Vec<_> = (0..n).map(service).collect();
+        let slices: Vec<_> = (0..n).map(|i| slice_to_server(i, lane)).collect();
+        flatnet_proxy::build(&config, &svcs, &slices, "node1")
+            .0
+            .text()
+    };
+    let mut nodes = Vec::new();
+    for (lane, services) in [0, 10, 10_000].into_iter().enumerate() {
+        let node = Scratch::new(&format!("dpn{lane}"))?;
+        let (c, s) = (100 + lane, 150 + lane);
+        sh(&node.0, &format!(
+            "ip link add c type veth peer name c{lane} && ip link set c{lane} netns {cl} && ip link add s type veth peer name s{lane} && ip link set s{lane} netns {sv} \
+             && ip addr add 10.42.{c}.1/24 dev c && ip addr add 10.42.{s}.1/24 dev s && ip link set c up && ip link set s up && ip link set lo up \
+             && sysctl -qw net.ipv4.ip_forward=1",
+            cl = client.0, sv = server.0
+        ))?;
+        sh(&client.0, &format!("ip addr add 10.42.{c}.2/24 dev c{lane} && ip link set c{lane} up && ip route add 10.42.{s}.0/24 via 10.42.{c}.1"))?;
+        sh(&server.0, &format!("ip addr add 10.42.{s}.2/24 dev s{lane} && ip link set s{lane} up && ip route add 10.42.{c}.0/24 via 10.42.{s}.1"))?;
+        if services > 0 {
+            let text = table(services, lane);
+            node.timed(move || apply::replace(&text))?;
+        }
+        nodes.push(node);
+    }
+    // Each ClusterIP by the lane whose table has it.
+    sh(
+        &client.0,
+        &format!(
+            "ip route add {}/32 via 10.42.101.1 && ip route add {}/32 via 10.42.102.1",
+            vip(5),
+            vip(5000)
+        ),
+    )?;
     // The server accepts and drops connections until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let listener = netns::run_in(&netns::path(&server.0), || {
-        Ok(TcpListener::bind((SERVER, 8080))?)
+        Ok(TcpListener::bind(("0.0.0.0", 8080))?)
     })?;
     listener.set_nonblocking(true)?;
     let s2 = stop.clone();
@@ -116,67 +161,46 @@ fn main() -> Result<()> {
             }
         }
     });
+    std::thread::sleep(SETTLE);
 
-    let spec = ClusterSpec {
-        nodes: Some(NodesSpec::Count(3)),
-        ..Default::default()
-    };
-    let config = resolve_cluster("bench", "bench", &spec, &[])?;
-    let table = |n: usize| {
-        let svcs: Vec<_> = (0..n).map(service).collect();
-        let slices: Vec<_> = (0..n).map(slice_to_server).collect();
-        flatnet_proxy::build(&config, &svcs, &slices, "node1")
-            .0
-            .text()
-    };
-    let small = table(10);
-    let large = table(10_000);
-    let direct: SocketAddr = format!("{SERVER}:8080").parse()?;
-    let mut rows: Vec<Row> = vec![
-        ("direct to the pod IP, no table", vec![], vec![], vec![]),
+    let paths: [(&str, SocketAddr); 4] = [
+        (
+            "direct to the pod IP, no table",
+            format!("{}:8080", server_ip(0)).parse()?,
+        ),
         (
             "direct to the pod IP, 10,000 Services' table loaded",
-            vec![],
-            vec![],
-            vec![],
+            format!("{}:8080", server_ip(2)).parse()?,
         ),
-        ("ClusterIP, 10 Services", vec![], vec![], vec![]),
-        ("ClusterIP, 10,000 Services", vec![], vec![], vec![]),
+        ("ClusterIP, 10 Services", format!("{}:80", vip(5)).parse()?),
+        (
+            "ClusterIP, 10,000 Services",
+            format!("{}:80", vip(5000)).parse()?,
+        ),
     ];
+    let mut rows: Vec<Row> = paths
+        .iter()
+        .map(|(n, _)| (*n, vec![], vec![], vec![]))
+        .collect();
     for _ in 0..rounds {
+        let mut lat: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+        let mut secs = vec![0.0; paths.len()];
+        for _ in 0..count.div_ceil(BATCH) {
+            for (i, (_, to)) in paths.iter().enumerate() {
+                let (l, t) = connect_loop(&client.0, *to, BATCH)?;
+                lat[i].extend(l);
+                secs[i] += t;
+            }
+        }
         for (i, row) in rows.iter_mut().enumerate() {
-            let to = match i {
-                0 => {
-                    sh(&node.0, "nft delete table inet flatnet 2>/dev/null || true")?;
-                    direct
-                }
-                1 => {
-                    let text = large.clone();
-                    node.timed(move || apply::replace(&text))?;
-                    direct
-                }
-                2 => {
-                    let text = small.clone();
-                    node.timed(move || apply::replace(&text))?;
-                    format!("{}:80", vip(5)).parse()?
-                }
-                _ => {
-                    let text = large.clone();
-                    node.timed(move || apply::replace(&text))?;
-                    format!("{}:80", vip(5000)).parse()?
-                }
-            };
-            // The kernel frees a replaced table's sets and chains after the change returns
-            // (RCU, on its workers); let that finish before measuring.
-            std::thread::sleep(SETTLE);
-            let (lat, secs) = connect_loop(&client.0, to, count)?;
-            row.1.push(median(lat.clone()));
-            row.2.push(p99(lat));
-            row.3.push(count as f64 / secs);
+            row.1.push(median(lat[i].clone()));
+            row.2.push(p99(std::mem::take(&mut lat[i])));
+            row.3.push((count.div_ceil(BATCH) * BATCH) as f64 / secs[i]);
         }
     }
     stop.store(true, Ordering::Relaxed);
     let _ = server_thread.join();
+    drop(nodes);
     println!("| path | connect median µs | connect p99 µs | connections/s | vs direct |");
     println!("|---|---:|---:|---:|---:|");
     let base = median(rows[0].3.clone());
