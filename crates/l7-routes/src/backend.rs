@@ -47,14 +47,6 @@ impl<'a> Backends<'a> {
         }
     }
 
-    /// The backends resolved so far that a route still holds (each once), for a table
-    /// whose routes are all made.
-    pub(crate) fn in_use(self) -> Vec<Arc<Backend>> {
-        // `resolved` holds one reference of each; routes hold the others.
-        let used = self.resolved.into_values();
-        used.filter(|b| Arc::strong_count(b) > 1).collect()
-    }
-
     /// The backend `reference` names in `namespace`; `Err` with the reason when its
     /// `port` names no port.
     pub(crate) fn resolve(

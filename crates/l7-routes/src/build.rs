@@ -72,22 +72,26 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Table {
     let (certificates, tls_hosts) = builder.certificates.finish();
     let Builder { table, claims, .. } = builder;
     let (exact, wildcard, any) = claims.levels();
-    // Each backend is held by this list and by each route that sends to it.
-    let backends = builder.backends.in_use();
-    let uses = backends.iter().map(|b| {
-        let n = Arc::strong_count(b) - 1;
-        (Arc::clone(&b.key), (Arc::clone(b), n))
-    });
-    Table {
-        exact,
-        wildcard,
-        any,
+    let mut table = Table {
         certificates,
         tls_hosts,
-        uses: uses.collect(),
-        backends,
         ..table
+    };
+    if let Some(default) = table
+        .default_backend
+        .as_ref()
+        .map(|r| Arc::clone(&r.backend))
+    {
+        table.count_backend(&default, false);
     }
+    for level in exact.values().chain(wildcard.values()).chain([&any]) {
+        table.count(level, false);
+    }
+    table.exact = exact;
+    table.wildcard = wildcard;
+    table.any = any;
+    table.list_backends();
+    table
 }
 
 pub(crate) fn update(
@@ -161,7 +165,7 @@ pub(crate) fn update(
         table.count(&any, false);
         table.any = any;
     }
-    table.backends = table.uses.values().map(|(b, _)| Arc::clone(b)).collect();
+    table.list_backends();
     Some(table)
 }
 

@@ -207,7 +207,7 @@ pub struct Table {
     /// Rules without host.
     any: Arc<Paths>,
     default_backend: Option<Route>,
-    /// The backends of the routes, each once.
+    /// The backends of the routes, each once (listed from `uses`).
     backends: Vec<Arc<Backend>>,
     /// How many routes (the default backend included) send to each backend, by key.
     uses: Map<Arc<str>, (Arc<Backend>, usize)>,
@@ -291,18 +291,29 @@ impl Table {
     /// Counts `level`'s routes in [`Table::uses`] (`gone`: counts them out).
     fn count(&mut self, level: &Paths, gone: bool) {
         for route in level.routes() {
-            let key = &route.backend.key;
-            if gone {
-                let (_, n) = self.uses.get_mut(key).expect("counted in");
-                *n -= 1;
-                if *n == 0 {
-                    self.uses.remove(key);
-                }
-            } else {
-                let uses = self.uses.entry(Arc::clone(key));
-                uses.or_insert_with(|| (Arc::clone(&route.backend), 0)).1 += 1;
-            }
+            self.count_backend(&route.backend, gone);
         }
+    }
+
+    /// Counts one route sending to `backend` in [`Table::uses`] (`gone`: counts it out).
+    fn count_backend(&mut self, backend: &Arc<Backend>, gone: bool) {
+        let key = &backend.key;
+        if gone {
+            let (_, n) = self.uses.get_mut(key).expect("counted in");
+            *n -= 1;
+            if *n == 0 {
+                self.uses.remove(key);
+            }
+        } else if let Some((_, n)) = self.uses.get_mut(key) {
+            *n += 1;
+        } else {
+            self.uses.insert(Arc::clone(key), (Arc::clone(backend), 1));
+        }
+    }
+
+    /// Lists [`Table::backends`] from [`Table::uses`].
+    fn list_backends(&mut self) {
+        self.backends = self.uses.values().map(|(b, _)| Arc::clone(b)).collect();
     }
 
     /// Certificates by host, first claim wins.
