@@ -3,11 +3,16 @@
 //! with 10,000, against connecting to the server's IP directly (the limit). Each path has a
 //! node of its own (a lane: no table, the 10-Service table, the 10,000-Service table), all
 //! between the same client and server, so the paths are measured interleaved in batches of
-//! [`BATCH`] connections and see the same machine. All in scratch namespaces
-//! `flbench-dp*-<pid>`; bounded loops.
+//! [`BATCH`] connections and see the same machine. Two more lanes give the floor any
+//! netfilter Service proxy stands on: conntrack alone, and conntrack with (empty) NAT chains.
+//! All in scratch namespaces `flbench-dp*-<pid>`; bounded loops.
 //!
 //! Usage: flatnet-bench-proxy-datapath [connections per path and round] [rounds]
 //! (default 3000, 3)
+//!
+//! Diagnostics: `DUMP=FILE` writes the 10-Service table (as loaded on its lane) to FILE and
+//! exits; `RULESETS=A,B,..` adds a lane per file, loaded as it is (a whole `table inet
+//! flatnet`, e.g. a DUMP with some rules taken out), measured straight to its server.
 
 use anyhow::{bail, Context, Result};
 use flatnet_bench_proxy::{median, service, vip, Scratch, ENDPOINTS};
@@ -31,7 +36,32 @@ const BATCH: usize = 100;
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// A path and, per round, its median and p99 connect time (ms) and connections per second.
-type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+type Row = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Conntrack only: a `ct` expression on the forwarding path.
+const CONNTRACK_ONLY: &str = "table inet flatnet {
+\tchain pre { type filter hook prerouting priority 0; policy accept; ct state new counter; }
+}
+";
+
+/// Conntrack and the NAT hooks (empty NAT chains: every new connection gets its null
+/// bindings), as any Service proxy on netfilter has.
+const CONNTRACK_AND_NAT: &str = "table inet flatnet {
+\tchain pre { type filter hook prerouting priority 0; policy accept; ct state new counter; }
+\tchain nat-pre { type nat hook prerouting priority -100; policy accept; }
+\tchain nat-post { type nat hook postrouting priority 100; policy accept; }
+}
+";
+
+/// What a lane's node has loaded.
+enum Lane {
+    /// No table.
+    Empty,
+    /// flatnet's table with this many Services.
+    Services(usize),
+    /// A ruleset given as text.
+    Rules(String),
+}
 
 /// Lane `i`: its node joins the client's `10.42.(100+i).0/24` and the server's
 /// `10.42.(150+i).0/24`; the server's address on it.
@@ -119,8 +149,35 @@ fn main() -> Result<()> {
             .0
             .text()
     };
+    if let Ok(path) = std::env::var("DUMP") {
+        std::fs::write(&path, table(10, 1)).with_context(|| format!("writing {path}"))?;
+        return Ok(());
+    }
+    let mut lanes = vec![
+        (
+            Some("direct to the pod IP, no table".to_string()),
+            Lane::Empty,
+        ),
+        (None, Lane::Services(10)),
+        (
+            Some("direct to the pod IP, 10,000 Services' table loaded".into()),
+            Lane::Services(10_000),
+        ),
+        (
+            Some("direct, conntrack only".into()),
+            Lane::Rules(CONNTRACK_ONLY.into()),
+        ),
+        (
+            Some("direct, conntrack + NAT hooks".into()),
+            Lane::Rules(CONNTRACK_AND_NAT.into()),
+        ),
+    ];
+    for file in std::env::var("RULESETS").iter().flat_map(|v| v.split(',')) {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        lanes.push((Some(format!("direct, ruleset {file}")), Lane::Rules(text)));
+    }
     let mut nodes = Vec::new();
-    for (lane, services) in [0, 10, 10_000].into_iter().enumerate() {
+    for (lane, (_, load)) in lanes.iter().enumerate() {
         let node = Scratch::new(&format!("dpn{lane}"))?;
         let (c, s) = (100 + lane, 150 + lane);
         sh(&node.0, &format!(
@@ -131,8 +188,12 @@ fn main() -> Result<()> {
         ))?;
         sh(&client.0, &format!("ip addr add 10.42.{c}.2/24 dev c{lane} && ip link set c{lane} up && ip route add 10.42.{s}.0/24 via 10.42.{c}.1"))?;
         sh(&server.0, &format!("ip addr add 10.42.{s}.2/24 dev s{lane} && ip link set s{lane} up && ip route add 10.42.{c}.0/24 via 10.42.{s}.1"))?;
-        if services > 0 {
-            let text = table(services, lane);
+        let text = match load {
+            Lane::Empty => None,
+            Lane::Services(n) => Some(table(*n, lane)),
+            Lane::Rules(text) => Some(text.clone()),
+        };
+        if let Some(text) = text {
             node.timed(move || apply::replace(&text))?;
         }
         nodes.push(node);
@@ -163,24 +224,24 @@ fn main() -> Result<()> {
     });
     std::thread::sleep(SETTLE);
 
-    let paths: [(&str, SocketAddr); 4] = [
-        (
-            "direct to the pod IP, no table",
-            format!("{}:8080", server_ip(0)).parse()?,
-        ),
-        (
-            "direct to the pod IP, 10,000 Services' table loaded",
-            format!("{}:8080", server_ip(2)).parse()?,
-        ),
-        ("ClusterIP, 10 Services", format!("{}:80", vip(5)).parse()?),
-        (
-            "ClusterIP, 10,000 Services",
-            format!("{}:80", vip(5000)).parse()?,
-        ),
-    ];
+    // Straight to each named lane's server, then each ClusterIP.
+    let mut paths: Vec<(String, SocketAddr)> = Vec::new();
+    for (lane, (name, _)) in lanes.iter().enumerate() {
+        if let Some(name) = name {
+            paths.push((name.clone(), format!("{}:8080", server_ip(lane)).parse()?));
+        }
+    }
+    paths.push((
+        "ClusterIP, 10 Services".into(),
+        format!("{}:80", vip(5)).parse()?,
+    ));
+    paths.push((
+        "ClusterIP, 10,000 Services".into(),
+        format!("{}:80", vip(5000)).parse()?,
+    ));
     let mut rows: Vec<Row> = paths
         .iter()
-        .map(|(n, _)| (*n, vec![], vec![], vec![]))
+        .map(|(n, _)| (n.clone(), vec![], vec![], vec![]))
         .collect();
     for _ in 0..rounds {
         let mut lat: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
