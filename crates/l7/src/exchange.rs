@@ -350,6 +350,11 @@ impl Streamed {
                     let take = n.min(buffered);
                     self.left = Left::Exactly(n - take);
                     let data = self.buf.split_to(take as usize).freeze();
+                    if take == n {
+                        // Ended with this frame: an HTTP/2 response sends it with
+                        // END_STREAM instead of an empty DATA frame after it.
+                        self.end();
+                    }
                     return Ok(Some(Frame::data(data)));
                 }
                 Left::UntilClose => return Ok(Some(Frame::data(self.buf.split().freeze()))),
@@ -521,6 +526,27 @@ mod tests {
         assert_eq!(streamed(length, "body").await, ("body".into(), None, true));
         let close = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n";
         assert_eq!(streamed(close, "body").await, ("body".into(), None, false));
+    }
+
+    #[tokio::test]
+    async fn a_sized_body_ends_with_its_last_data_frame() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+        let Ok(Head::Final(parsed)) = parse(head.as_bytes(), false) else {
+            panic!("no head");
+        };
+        let pool = Arc::new(Pool::new(Duration::from_secs(60)));
+        let mut body = Streamed::new(&parsed, b"ok", stream, (pool.clone(), addr));
+        assert!(!body.is_end_stream());
+        let frame = BodyExt::frame(&mut body).await.expect("a frame").unwrap();
+        assert_eq!(frame.into_data().unwrap(), "ok");
+        // Known to be the end before anyone polls again (HTTP/2: DATA with END_STREAM), and
+        // the connection is back in the pool by then.
+        assert!(body.is_end_stream());
+        assert!(pool.take_stream(addr, Instant::now()).is_some());
+        assert!(BodyExt::frame(&mut body).await.is_none());
     }
 
     #[tokio::test]
