@@ -134,8 +134,15 @@ impl Serving {
         };
         let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
         let io = TokioIo::new(Scanned::new(io, read, conn.clone(), limit));
+        // Boxed: the request's future is ~7 KB, and HTTP/2 spawns a task per stream that
+        // holds it; unboxed, the spawn and the task's completion copy it whole each time.
         let service = hyper::service::service_fn(move |req| {
-            proxy::handle(shared.clone(), conn.clone(), local.clone(), req)
+            Box::pin(proxy::handle(
+                shared.clone(),
+                conn.clone(),
+                local.clone(),
+                req,
+            ))
         });
         if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!("connection from {client}: {e}");
