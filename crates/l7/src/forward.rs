@@ -137,8 +137,9 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
                 .local
                 .pool
                 .send(addr, backend.protocol, options.connect_timeout, up);
-            let sending = async { sending.await.map(upstream_response) };
-            tokio::time::timeout(options.request_timeout, sending).await
+            tokio::time::timeout(options.request_timeout, sending)
+                .await
+                .map(|sent| sent.map(upstream_response))
         };
         let mut answer = match result {
             Err(_) => Answer::status(StatusCode::GATEWAY_TIMEOUT, false),
