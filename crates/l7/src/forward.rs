@@ -104,15 +104,11 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     let mut refused = None;
     while let Some(t) = attempts.next() {
         let addr = t.addr;
-        let headers = if attempts.last() {
-            std::mem::take(&mut head)
-        } else {
-            head.clone()
-        };
         let in_flight = attempts.start(t);
         let sent = Instant::now();
         let result = if as_bytes {
-            let request = (&parts.method, x.target, &headers);
+            // Written out as bytes: the header fields are only read.
+            let request = (&parts.method, x.target, &head);
             let sending = send_as_bytes(x.local, addr, options.connect_timeout, request);
             tokio::time::timeout(options.request_timeout, sending).await
         } else {
@@ -132,7 +128,11 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
             *up.version_mut() = version;
-            *up.headers_mut() = headers;
+            *up.headers_mut() = if attempts.last() {
+                std::mem::take(&mut head)
+            } else {
+                head.clone()
+            };
             let sending = x
                 .local
                 .pool
