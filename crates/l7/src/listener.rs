@@ -134,7 +134,7 @@ impl Serving {
         };
         let limit = shared.config.limits.max_header_bytes.max(MIN_BUF);
         let io = TokioIo::new(Scanned::new(io, read, conn.clone(), limit));
-        // Boxed: the request's future is ~7 KB, and HTTP/2 spawns a task per stream that
+        // Boxed: the request's future is over 5 KB, and HTTP/2 spawns a task per stream that
         // holds it; unboxed, the spawn and the task's completion copy it whole each time.
         let service = hyper::service::service_fn(move |req| {
             Box::pin(proxy::handle(
