@@ -28,6 +28,8 @@ def keep_rules_of(lines, keep):
         if chain in HOOKS and chain not in keep and body:
             continue
         out.append(line)
+        if line == "\t}":
+            chain = None
     return "\n".join(out)
 
 

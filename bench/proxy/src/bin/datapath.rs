@@ -63,6 +63,9 @@ enum Lane {
     Rules(String),
 }
 
+/// Lanes at most: lane `i`'s subnets (client side 100 + i, server side 150 + i) must not meet.
+const MAX_LANES: usize = 50;
+
 /// Lane `i`: its node joins the client's `10.42.(100+i).0/24` and the server's
 /// `10.42.(150+i).0/24`; the server's address on it.
 fn server_ip(lane: usize) -> String {
@@ -132,11 +135,6 @@ fn main() -> Result<()> {
         .get(2)
         .map(|s| s.parse().expect("a number"))
         .unwrap_or(3);
-    let client = Scratch::new("dpc")?;
-    let server = Scratch::new("dps")?;
-    sh(&client.0, "ip link set lo up")?;
-    sh(&server.0, "ip link set lo up")?;
-    // Lanes: 0 no table, 1 the 10-Service table, 2 the 10,000-Service table.
     let spec = ClusterSpec {
         nodes: Some(NodesSpec::Count(3)),
         ..Default::default()
@@ -172,10 +170,18 @@ fn main() -> Result<()> {
             Lane::Rules(CONNTRACK_AND_NAT.into()),
         ),
     ];
-    for file in std::env::var("RULESETS").iter().flat_map(|v| v.split(',')) {
+    let rulesets = std::env::var("RULESETS").unwrap_or_default();
+    for file in rulesets.split(',').filter(|f| !f.is_empty()) {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
         lanes.push((Some(format!("direct, ruleset {file}")), Lane::Rules(text)));
     }
+    if lanes.len() > MAX_LANES {
+        bail!("at most {MAX_LANES} lanes ({} given)", lanes.len());
+    }
+    let client = Scratch::new("dpc")?;
+    let server = Scratch::new("dps")?;
+    sh(&client.0, "ip link set lo up")?;
+    sh(&server.0, "ip link set lo up")?;
     let mut nodes = Vec::new();
     for (lane, (_, load)) in lanes.iter().enumerate() {
         let node = Scratch::new(&format!("dpn{lane}"))?;
