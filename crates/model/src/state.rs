@@ -376,16 +376,13 @@ impl StoreNotices {
         let relevant = |n: &flatnet_notices::Notice| {
             flatnet_notices::about(n, "state.json") || flatnet_notices::about(n, "status.json")
         };
-        let waited = match &mut self.notices {
-            Some(n) => n.wait(timeout, relevant),
-            None => Ok(false),
-        };
-        if self.notices.is_none() || waited.is_err() {
-            if let Err(e) = waited {
-                tracing::warn!("change notices for {}: {e}", self.dir.path.display());
+        if let Some(n) = &mut self.notices {
+            match n.wait(timeout, relevant) {
+                Ok(_) => return,
+                Err(e) => tracing::warn!("change notices for {}: {e}", self.dir.path.display()),
             }
-            std::thread::sleep(STORE_POLL.min(timeout));
         }
+        std::thread::sleep(STORE_POLL.min(timeout));
     }
 }
 
