@@ -135,11 +135,16 @@ pub fn new_request_id(fresh: u128) -> [u8; 32] {
 }
 
 /// The request's id: its own `X-Request-ID` when valid (the first one), else `fresh`.
+/// Marked sensitive, so that HTTP/2 sends it as a literal never indexed: every id is new,
+/// and an entry for it in the peer's HPACK table would only push out the fields that do
+/// repeat (and make the encoder search a longer chain of `x-request-id` entries each time).
 pub fn request_id(headers: &HeaderMap, fresh: u128) -> HeaderValue {
-    match headers.get(X_REQUEST_ID) {
+    let mut id = match headers.get(X_REQUEST_ID) {
         Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
         _ => HeaderValue::from_bytes(&new_request_id(fresh)).expect("hex is a valid value"),
-    }
+    };
+    id.set_sensitive(true);
+    id
 }
 
 #[cfg(test)]
@@ -219,5 +224,11 @@ mod tests {
         );
         assert_eq!(request_id(&map(&[]), 1).len(), 32);
         assert!(!valid_request_id(&[b'a'; 129]));
+    }
+
+    #[test]
+    fn request_ids_are_never_indexed_by_hpack() {
+        assert!(request_id(&map(&[("x-request-id", "abc-1")]), 7).is_sensitive());
+        assert!(request_id(&map(&[]), 1).is_sensitive());
     }
 }
