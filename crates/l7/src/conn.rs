@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Conn {
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's IP as text, as `X-Forwarded-For` gets it.
+    pub ip: String,
     /// Whether the connection is TLS.
     pub tls: bool,
     refused: Mutex<Option<Refusal>>,
@@ -28,6 +30,7 @@ impl Conn {
     pub fn new(client: SocketAddr, tls: bool) -> Arc<Conn> {
         Arc::new(Conn {
             client,
+            ip: client.ip().to_string(),
             tls,
             refused: Mutex::new(None),
             upgraded: AtomicBool::new(false),

@@ -225,28 +225,33 @@ pub fn read_head<T>(
 }
 
 /// Parses the response head at the start of `buf` (answering a HEAD request when `head`).
+/// Its hop-by-hop fields (RFC 9110 section 7.6.1) are left out: they are not for the client.
 pub fn parse(buf: &[u8], head: bool) -> Result<Head<Parsed>, BadReply> {
-    read_head(buf, |h| parsed(h, head))
+    read_head(buf, |h| parsed(buf, h, head))
 }
 
-fn parsed(h: Final<'_, '_>, head: bool) -> Result<Parsed, BadReply> {
+fn parsed(buf: &[u8], h: Final<'_, '_>, head: bool) -> Result<Parsed, BadReply> {
     let (fields, code, head_len, version) = (h.fields, h.status, h.head_len, h.version);
     let length = length(head, code, fields)?;
+    let seen = headers::Seen::of(fields.iter().map(|f| (f.name, f.value)));
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(code).map_err(|_| BadReply)?;
+    // The values are slices of one copy of the head: one allocation, not one per field.
+    let copy = Bytes::copy_from_slice(&buf[..head_len]);
     let map = response.headers_mut();
     map.reserve(fields.len());
-    let mut close = false;
-    for h in fields {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| BadReply)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| BadReply)?;
-        if name == hyper::header::CONNECTION {
-            close |= headers::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+    for f in fields {
+        if seen.hop_by_hop(f.name) {
+            continue;
         }
-        let framing =
-            name == hyper::header::CONTENT_LENGTH || name == hyper::header::TRANSFER_ENCODING;
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BadReply)?;
+        let at = f.value.as_ptr() as usize - buf.as_ptr() as usize;
+        let value = copy.slice(at..at + f.value.len());
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadReply)?;
         // The body is framed anew for the client: a length only where it holds.
-        if !framing || matches!(length, Length::Exactly(_) | Length::None) {
+        if name != hyper::header::CONTENT_LENGTH
+            || matches!(length, Length::Exactly(_) | Length::None)
+        {
             map.append(name, value);
         }
     }
@@ -254,7 +259,7 @@ fn parsed(h: Final<'_, '_>, head: bool) -> Result<Parsed, BadReply> {
         head_len,
         response,
         length,
-        reusable: version == 1 && !close && length != Length::UntilClose,
+        reusable: version == 1 && !seen.close && length != Length::UntilClose,
     })
 }
 
@@ -594,6 +599,29 @@ mod tests {
         .unwrap();
         assert_eq!(length, Length::Chunked);
         assert!(response.headers().get("content-length").is_none());
+        assert!(response.headers().get("transfer-encoding").is_none());
+        let (_, reusable, response) = parsed(
+            "HTTP/1.1 200 OK\r\nServer: s\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\
+             Keep-Alive: timeout=5\r\nVary: a\r\nVary: b\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!reusable, "Connection: close");
+        let fields: Vec<_> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("server", "s"),
+                ("vary", "a"),
+                ("vary", "b"),
+                ("content-length", "0")
+            ],
+            "hop-by-hop fields are left out, the others keep their values"
+        );
         let (length, reusable, _) = parsed("HTTP/1.0 200 OK\r\n\r\n", false).unwrap();
         assert_eq!((length, reusable), (Length::UntilClose, false));
         let (length, _, response) =

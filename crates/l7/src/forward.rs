@@ -6,7 +6,7 @@ use crate::balance;
 use crate::body::{self, Meter, Watched};
 use crate::conn::Conn;
 use crate::exchange::{self, Fail, Streamed};
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, Forwarding, Seen, X_REQUEST_ID};
 use crate::pool::{Leased, SendError};
 use crate::proxy::Answer;
 use crate::state::Shared;
@@ -15,7 +15,7 @@ use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, HOST};
+use hyper::header::{HeaderValue, HOST};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -84,14 +84,29 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         |name| parts.headers.get(name).map(HeaderValue::as_bytes),
         x.conn.client.ip(),
     );
+    let forwarding = Forwarding {
+        client_ip: &x.conn.ip,
+        tls: x.conn.tls,
+        host: x.raw_host,
+    };
     let mut head = parts.headers;
-    headers::strip_hop_by_hop(&mut head, upgrade);
-    let proto = if x.conn.tls { "https" } else { "http" };
-    headers::add_forwarded(&mut head, x.conn.client.ip(), proto, x.raw_host);
-    head.insert(X_REQUEST_ID, x.request_id.clone());
-    if !head.contains_key(HOST) {
-        if let Ok(h) = HeaderValue::from_str(x.raw_host) {
-            head.insert(HOST, h);
+    // A request going as bytes has its head written once, for every attempt; one for
+    // hyper's client has its header map rewritten.
+    let mut bytes_head = Vec::new();
+    if as_bytes {
+        let fields = || head.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let seen = Seen::of(fields());
+        let line = (parts.method.as_str(), x.target);
+        let id = x.request_id.as_bytes();
+        headers::request_head(&mut bytes_head, line, fields(), &seen, &forwarding, id);
+    } else {
+        headers::strip_hop_by_hop(&mut head, upgrade);
+        headers::add_forwarded(&mut head, &forwarding);
+        head.insert(X_REQUEST_ID, x.request_id.clone());
+        if !head.contains_key(HOST) {
+            if let Ok(h) = HeaderValue::from_str(x.raw_host) {
+                head.insert(HOST, h);
+            }
         }
     }
     let version = match backend.protocol {
@@ -107,8 +122,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         let in_flight = attempts.start(t);
         let sent = Instant::now();
         let result = if as_bytes {
-            // Written out as bytes: the header fields are only read.
-            let request = (&parts.method, x.target, &head);
+            let request = (&parts.method, bytes_head.as_slice());
             let sending = send_as_bytes(x.local, addr, options.connect_timeout, request);
             tokio::time::timeout(options.request_timeout, sending).await
         } else {
@@ -183,30 +197,22 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     answer
 }
 
-/// Sends a bodiless request (method, target, rewritten header fields) to HTTP/1.1 endpoint
-/// `addr` as bytes on one of the worker's plain connections; the response body streams from
-/// that connection.
+/// Sends a bodiless request (its method, and its head as written for upstream) to HTTP/1.1
+/// endpoint `addr` as bytes on one of the worker's plain connections; the response body
+/// streams from that connection.
 async fn send_as_bytes(
     local: &Arc<Local>,
     addr: SocketAddr,
     connect_timeout: Duration,
-    (method, target, fields): (&Method, &str, &HeaderMap),
+    (method, head): (&Method, &[u8]),
 ) -> Result<Response<body::ProxyBody>, SendError> {
-    let mut head = Vec::with_capacity(512);
-    for part in [method.as_str(), " ", target, " HTTP/1.1\r\n"] {
-        head.extend_from_slice(part.as_bytes());
-    }
-    for (name, value) in fields {
-        headers::line(&mut head, name.as_str().as_bytes(), value.as_bytes());
-    }
-    head.extend_from_slice(b"\r\n");
     let head_request = method == Method::HEAD;
     let mut buf = local.buffers.take();
     let exchanged = exchange::connect_and_exchange(
         &local.pool,
         (addr, Instant::now()),
         connect_timeout,
-        (&head, idempotent(method.as_str())),
+        (head, idempotent(method.as_str())),
         &mut buf,
         |b| exchange::parse(b, head_request),
     )

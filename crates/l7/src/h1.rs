@@ -21,7 +21,7 @@ use crate::deadline::Deadline;
 use crate::exchange::{self, fill, BadReply, Fail, Head, Length, MAX_RESPONSE_HEAD, RELAY_BUF};
 use crate::forward::idempotent;
 use crate::framing::{self, Body, ChunkedEnd};
-use crate::headers::{self, line, HOP_BY_HOP};
+use crate::headers::{self, line, Forwarding, Seen};
 use crate::proxy::{self, Routed};
 use crate::state::Shared;
 use crate::upstream::Installed;
@@ -66,10 +66,10 @@ impl Buffers {
 }
 
 /// Facts of the connection a request head is planned for.
-struct Client {
+struct Client<'c> {
     addr: SocketAddr,
     /// The address's IP, as `X-Forwarded-For` gets it.
-    ip: String,
+    ip: &'c str,
     tls: bool,
     max_headers: usize,
     log: bool,
@@ -107,61 +107,9 @@ fn field<'b>(fields: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
         .map(|h| h.value)
 }
 
-/// What one pass over the fields of a head finds.
-#[derive(Default)]
-struct Seen<'b> {
-    host: Option<&'b [u8]>,
-    request_id: Option<&'b [u8]>,
-    upgrade: bool,
-    expect: bool,
-    forwarded_for: bool,
-    /// `TE` lists `trailers`.
-    trailers: bool,
-    /// `Connection` lists `close`.
-    close: bool,
-    /// The field names `Connection` lists (hop-by-hop too).
-    listed: Vec<&'b [u8]>,
-}
-
-impl<'b> Seen<'b> {
-    fn of(fields: &[httparse::Header<'b>]) -> Seen<'b> {
-        let mut seen = Seen::default();
-        for h in fields {
-            let is = |name: &str| h.name.eq_ignore_ascii_case(name);
-            if is("host") {
-                seen.host.get_or_insert(h.value);
-            } else if is("x-request-id") {
-                seen.request_id.get_or_insert(h.value);
-            } else if is("connection") {
-                for token in headers::tokens(h.value) {
-                    seen.close |= token.eq_ignore_ascii_case(b"close");
-                    seen.listed.push(token);
-                }
-            } else if is("te") {
-                let mut tokens = headers::tokens(h.value);
-                seen.trailers |= tokens.any(|t| t.eq_ignore_ascii_case(b"trailers"));
-            } else {
-                seen.upgrade |= is("upgrade");
-                seen.expect |= is("expect");
-                seen.forwarded_for |= is("x-forwarded-for");
-            }
-        }
-        seen
-    }
-
-    /// Whether field `name` is hop-by-hop: a fixed one or one that `Connection` names.
-    fn hop_by_hop(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || self
-                .listed
-                .iter()
-                .any(|l| name.as_bytes().eq_ignore_ascii_case(l))
-    }
-}
-
 /// Parses the request head at the start of `buf`, routes it with `table` and, when the fast
 /// path forwards it, writes the head to send upstream into `out`.
-fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) -> Plan<'t> {
+fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client<'_>, out: &mut Vec<u8>) -> Plan<'t> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut fields) {
@@ -173,7 +121,7 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
         return Plan::Decline;
     };
     let fields = &*req.headers;
-    let seen = Seen::of(fields);
+    let seen = Seen::of(fields.iter().map(|h| (h.name, h.value)));
     let plain = fields.len() <= client.max_headers
         && method != "CONNECT"
         && target.starts_with('/')
@@ -208,38 +156,20 @@ fn plan<'t>(buf: &[u8], table: &'t Table, client: &Client, out: &mut Vec<u8>) ->
         client.addr.ip(),
     );
 
-    out.clear();
-    for part in [method, " ", &target, " HTTP/1.1\r\n"] {
-        out.extend_from_slice(part.as_bytes());
-    }
-    let replaced = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
-    for h in fields {
-        let ours = h.name.eq_ignore_ascii_case("x-request-id")
-            || replaced.iter().any(|r| h.name.eq_ignore_ascii_case(r));
-        if !ours && !seen.hop_by_hop(h.name) {
-            line(out, h.name.as_bytes(), h.value);
-        }
-    }
-    if seen.trailers {
-        line(out, b"te", b"trailers");
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if seen.forwarded_for {
-        for h in fields
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(replaced[0]))
-        {
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b", ");
-        }
-    }
-    out.extend_from_slice(client.ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let proto = if client.tls { "https" } else { "http" };
-    line(out, b"x-forwarded-proto", proto.as_bytes());
-    line(out, b"x-forwarded-host", raw_host.as_bytes());
-    line(out, b"x-request-id", &request_id);
-    out.extend_from_slice(b"\r\n");
+    let forwarding = Forwarding {
+        client_ip: client.ip,
+        tls: client.tls,
+        host: raw_host,
+    };
+    let fields = fields.iter().map(|h| (h.name, h.value));
+    headers::request_head(
+        out,
+        (method, &target),
+        fields,
+        &seen,
+        &forwarding,
+        &request_id,
+    );
 
     let record = client.log.then(|| {
         let mut record = Record::arriving(client.addr, method, raw_host, raw_path, &request_id);
@@ -308,7 +238,7 @@ fn rewrite(
 ) -> Result<Reply, BadReply> {
     let (fields, status, version) = (h.fields, h.status, h.version);
     let length = exchange::length(head, status, fields)?;
-    let seen = Seen::of(fields);
+    let seen = Seen::of(fields.iter().map(|h| (h.name, h.value)));
     let reusable = version == 1 && !seen.close;
     let close = extra.close || length == Length::UntilClose;
 
@@ -491,7 +421,7 @@ impl Fast<'_> {
         let limit = config.limits.max_header_bytes.max(crate::listener::MIN_BUF);
         let client = Client {
             addr: self.conn.client,
-            ip: self.conn.client.ip().to_string(),
+            ip: &self.conn.ip,
             tls: self.conn.tls,
             max_headers: config.limits.max_headers,
             log: !matches!(config.access_log, crate::AccessLog::Off),
@@ -659,10 +589,10 @@ impl Fast<'_> {
 mod tests {
     use super::*;
 
-    fn client() -> Client {
+    fn client() -> Client<'static> {
         Client {
             addr: SocketAddr::from(([10, 0, 0, 9], 5555)),
-            ip: "10.0.0.9".into(),
+            ip: "10.0.0.9",
             tls: false,
             max_headers: 100,
             log: false,

@@ -2,7 +2,6 @@
 //! `X-Forwarded-*` and `X-Request-ID`.
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
-use std::net::IpAddr;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -93,9 +92,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sets the forwarding headers: appends `client` to `X-Forwarded-For`, sets
-/// `X-Forwarded-Proto` to `proto` and `X-Forwarded-Host` to the host the client asked for.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &str) {
+/// Sets the forwarding headers: appends the client to `X-Forwarded-For`, sets
+/// `X-Forwarded-Proto` to its scheme and `X-Forwarded-Host` to the host it asked for.
+pub fn add_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     let previous: Vec<&str> = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -103,16 +102,136 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
         .collect();
     let chain = previous
         .into_iter()
-        .chain(std::iter::once(client.to_string().as_str()))
+        .chain(std::iter::once(forwarding.client_ip))
         .collect::<Vec<_>>()
         .join(", ");
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
+    let proto = if forwarding.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Ok(value) = HeaderValue::from_str(host) {
+    if let Ok(value) = HeaderValue::from_str(forwarding.host) {
         headers.insert(X_FORWARDED_HOST, value);
     }
+}
+
+/// What one pass over the fields of a head finds (`'b`: the head's bytes).
+#[derive(Default)]
+pub struct Seen<'b> {
+    /// The first `Host`.
+    pub host: Option<&'b [u8]>,
+    /// The first `X-Request-ID`.
+    pub request_id: Option<&'b [u8]>,
+    /// An `Upgrade` field is there.
+    pub upgrade: bool,
+    /// An `Expect` field is there.
+    pub expect: bool,
+    /// The values of `X-Forwarded-For`, in order.
+    pub forwarded_for: Vec<&'b [u8]>,
+    /// `TE` lists `trailers`.
+    pub trailers: bool,
+    /// `Connection` lists `close`.
+    pub close: bool,
+    /// The field names `Connection` lists (hop-by-hop too).
+    listed: Vec<&'b [u8]>,
+}
+
+impl<'b> Seen<'b> {
+    /// Looks at each field (name, value) once.
+    pub fn of(fields: impl IntoIterator<Item = (&'b str, &'b [u8])>) -> Seen<'b> {
+        let mut seen = Seen::default();
+        for (name, value) in fields {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("host") {
+                seen.host.get_or_insert(value);
+            } else if is("x-request-id") {
+                seen.request_id.get_or_insert(value);
+            } else if is("connection") {
+                for token in tokens(value) {
+                    seen.close |= token.eq_ignore_ascii_case(b"close");
+                    seen.listed.push(token);
+                }
+            } else if is("te") {
+                seen.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            } else if is("x-forwarded-for") {
+                seen.forwarded_for.push(value);
+            } else {
+                seen.upgrade |= is("upgrade");
+                seen.expect |= is("expect");
+            }
+        }
+        seen
+    }
+
+    /// Whether field `name` is hop-by-hop: a fixed one or one that `Connection` names.
+    pub fn hop_by_hop(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || self
+                .listed
+                .iter()
+                .any(|l| name.as_bytes().eq_ignore_ascii_case(l))
+    }
+}
+
+/// Whom a request is forwarded for: the client's address and scheme, and the host it asked
+/// for (as sent).
+pub struct Forwarding<'a> {
+    /// The client's IP, as `X-Forwarded-For` gets it.
+    pub client_ip: &'a str,
+    /// The client came over TLS.
+    pub tls: bool,
+    /// The host the client asked for.
+    pub host: &'a str,
+}
+
+/// Writes the HTTP/1.1 head of a bodiless request to send upstream into `out`: the request
+/// line, the client's fields (scanned into `seen`) without the hop-by-hop ones (`TE` kept as
+/// `te: trailers` when it asked for trailers) and without those replaced here; `Host` when
+/// the client sent none (HTTP/2 has `:authority` instead); `X-Forwarded-For` with the
+/// client appended, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Request-ID`. The same
+/// rewriting as [`strip_hop_by_hop`] and [`add_forwarded`] make on a header map.
+pub fn request_head<'b>(
+    out: &mut Vec<u8>,
+    (method, target): (&str, &str),
+    fields: impl Iterator<Item = (&'b str, &'b [u8])>,
+    seen: &Seen<'b>,
+    forwarding: &Forwarding<'_>,
+    request_id: &[u8],
+) {
+    out.clear();
+    for part in [method, " ", target, " HTTP/1.1\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    let replaced = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ];
+    for (name, value) in fields {
+        let ours = replaced.iter().any(|r| name.eq_ignore_ascii_case(r));
+        if !ours && !seen.hop_by_hop(name) {
+            line(out, name.as_bytes(), value);
+        }
+    }
+    if seen.trailers {
+        line(out, b"te", b"trailers");
+    }
+    if seen.host.is_none() {
+        line(out, b"host", forwarding.host.as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for value in &seen.forwarded_for {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(forwarding.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let proto = if forwarding.tls { "https" } else { "http" };
+    line(out, b"x-forwarded-proto", proto.as_bytes());
+    line(out, b"x-forwarded-host", forwarding.host.as_bytes());
+    line(out, b"x-request-id", request_id);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A request id to keep: 1 to 128 characters of letters, digits and `-_.:+/=`.
@@ -208,11 +327,91 @@ mod tests {
             ("x-forwarded-for", "192.0.2.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, "::1".parse().unwrap(), "http", "Foo.example:8080");
+        let forwarding = Forwarding {
+            client_ip: "::1",
+            tls: false,
+            host: "Foo.example:8080",
+        };
+        add_forwarded(&mut h, &forwarding);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 192.0.2.2, ::1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "Foo.example:8080");
+    }
+
+    /// The fields of `head` (an HTTP/1.1 request head), lower-cased and sorted.
+    fn written_fields(head: &[u8]) -> Vec<(String, String)> {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut fields);
+        assert!(req.parse(head).unwrap().is_complete());
+        assert_eq!((req.method, req.path), (Some("GET"), Some("/a?b")));
+        let mut out: Vec<_> = req
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8(h.value.to_vec()).unwrap();
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_head_written_as_bytes_is_rewritten_as_a_header_map_is() {
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("host", "foo.example"), ("accept", "*/*")],
+            // HTTP/2: no Host field.
+            &[("accept", "*/*"), ("x-request-id", "theirs")],
+            &[
+                ("host", "foo.example"),
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers, deflate"),
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-forwarded-for", "192.0.2.2"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "elsewhere"),
+            ],
+            &[
+                ("host", "foo.example"),
+                ("proxy-connection", "x"),
+                ("upgrade", "h2c"),
+            ],
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let forwarding = Forwarding {
+                client_ip: "10.0.0.9",
+                tls: i % 2 == 1,
+                host: "Foo.example:8080",
+            };
+            let mut map = map(case);
+            let fields = case.iter().map(|(n, v)| (*n, v.as_bytes()));
+            let mut bytes = Vec::new();
+            let seen = Seen::of(fields.clone());
+            request_head(
+                &mut bytes,
+                ("GET", "/a?b"),
+                fields,
+                &seen,
+                &forwarding,
+                b"id-1",
+            );
+
+            strip_hop_by_hop(&mut map, false);
+            add_forwarded(&mut map, &forwarding);
+            map.insert(X_REQUEST_ID, HeaderValue::from_static("id-1"));
+            if !map.contains_key("host") {
+                map.insert("host", HeaderValue::from_static("Foo.example:8080"));
+            }
+            let mut want: Vec<_> = map
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            want.sort();
+            assert_eq!(written_fields(&bytes), want, "case {i}");
+        }
     }
 
     #[test]
