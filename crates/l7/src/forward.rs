@@ -92,7 +92,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     let mut head = parts.headers;
     // A request going as bytes has its head written once, for every attempt; one for
     // hyper's client has its header map rewritten.
-    let mut bytes_head = Vec::new();
+    let mut bytes_head = Vec::with_capacity(if as_bytes { 512 } else { 0 });
     if as_bytes {
         let fields = || head.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
         let seen = Seen::of(fields());

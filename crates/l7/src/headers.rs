@@ -148,8 +148,16 @@ impl<'b> Seen<'b> {
                 seen.request_id.get_or_insert(value);
             } else if is("connection") {
                 for token in tokens(value) {
-                    seen.close |= token.eq_ignore_ascii_case(b"close");
-                    seen.listed.push(token);
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    seen.close |= close;
+                    // `close` names no field, and the fixed ones are hop-by-hop anyway: a
+                    // common `Connection: keep-alive` lists nothing to keep.
+                    let fixed = HOP_BY_HOP
+                        .iter()
+                        .any(|h| token.eq_ignore_ascii_case(h.as_bytes()));
+                    if !close && !fixed {
+                        seen.listed.push(token);
+                    }
                 }
             } else if is("te") {
                 seen.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
