@@ -166,7 +166,7 @@ pub async fn connect_and_exchange<T>(
 pub struct Parsed {
     /// Length of the head in the buffer.
     pub head_len: usize,
-    /// Status and header fields (all of them: hop-by-hop ones are the caller's to strip).
+    /// Status and header fields, the hop-by-hop ones left out.
     pub response: Response<()>,
     /// How the body is delimited.
     pub length: Length,

@@ -15,7 +15,7 @@ use crate::worker::Local;
 use flatnet_l7_routes::{Route, UpstreamProtocol};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -103,11 +103,7 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
         headers::strip_hop_by_hop(&mut head, upgrade);
         headers::add_forwarded(&mut head, &forwarding);
         head.insert(X_REQUEST_ID, x.request_id.clone());
-        if !head.contains_key(HOST) {
-            if let Ok(h) = HeaderValue::from_str(x.raw_host) {
-                head.insert(HOST, h);
-            }
-        }
+        headers::set_host(&mut head, x.raw_host);
     }
     let version = match backend.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,

@@ -665,7 +665,7 @@ endpoints: [{addresses: [10.42.0.5], conditions: {ready: true}}]
         let (up, close) = planned("HEAD / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 0\r\n\r\n");
         let up = up.unwrap();
         assert!(!close);
-        assert!(up.starts_with("HEAD / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 0\r\n"));
+        assert!(up.starts_with("HEAD / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n"));
         let id = up.split("x-request-id: ").nth(1).unwrap();
         assert_eq!(id.len(), 32 + 4, "a fresh id: {id:?}");
     }

@@ -1,7 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 section 7.6.1),
 //! `X-Forwarded-*` and `X-Request-ID`.
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, UPGRADE};
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -115,6 +115,13 @@ pub fn add_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     }
 }
 
+/// Sets `Host` to `host`, the host the request was routed by, replacing the client's.
+pub fn set_host(headers: &mut HeaderMap, host: &str) {
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert(HOST, value);
+    }
+}
+
 /// What one pass over the fields of a head finds (`'b`: the head's bytes).
 #[derive(Default)]
 pub struct Seen<'b> {
@@ -132,7 +139,8 @@ pub struct Seen<'b> {
     pub trailers: bool,
     /// `Connection` lists `close`.
     pub close: bool,
-    /// The field names `Connection` lists (hop-by-hop too).
+    /// The field names `Connection` lists besides the fixed hop-by-hop ones (hop-by-hop
+    /// too).
     listed: Vec<&'b [u8]>,
 }
 
@@ -148,14 +156,13 @@ impl<'b> Seen<'b> {
                 seen.request_id.get_or_insert(value);
             } else if is("connection") {
                 for token in tokens(value) {
-                    let close = token.eq_ignore_ascii_case(b"close");
-                    seen.close |= close;
-                    // `close` names no field, and the fixed ones are hop-by-hop anyway: a
-                    // common `Connection: keep-alive` lists nothing to keep.
+                    seen.close |= token.eq_ignore_ascii_case(b"close");
+                    // The fixed names are hop-by-hop anyway: a common
+                    // `Connection: keep-alive` lists nothing more.
                     let fixed = HOP_BY_HOP
                         .iter()
                         .any(|h| token.eq_ignore_ascii_case(h.as_bytes()));
-                    if !close && !fixed {
+                    if !fixed {
                         seen.listed.push(token);
                     }
                 }
@@ -193,11 +200,14 @@ pub struct Forwarding<'a> {
 }
 
 /// Writes the HTTP/1.1 head of a bodiless request to send upstream into `out`: the request
-/// line, the client's fields (scanned into `seen`) without the hop-by-hop ones (`TE` kept as
-/// `te: trailers` when it asked for trailers) and without those replaced here; `Host` when
-/// the client sent none (HTTP/2 has `:authority` instead); `X-Forwarded-For` with the
+/// line; `Host`, the host the request was routed by (the client's own `Host` fields are
+/// replaced, as RFC 9112 section 3.2.2 asks of a proxy: an HTTP/2 request's `:authority` or
+/// a second `Host` cannot route one way and reach the backend as another); the client's
+/// fields (scanned into `seen`) without the hop-by-hop ones (`TE` kept as `te: trailers`
+/// when it asked for trailers) and without those replaced here; `X-Forwarded-For` with the
 /// client appended, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Request-ID`. The same
-/// rewriting as [`strip_hop_by_hop`] and [`add_forwarded`] make on a header map.
+/// rewriting as [`strip_hop_by_hop`], [`add_forwarded`] and [`set_host`] make on a header
+/// map (but for values that are not visible ASCII, copied here as they came).
 pub fn request_head<'b>(
     out: &mut Vec<u8>,
     (method, target): (&str, &str),
@@ -210,7 +220,9 @@ pub fn request_head<'b>(
     for part in [method, " ", target, " HTTP/1.1\r\n"] {
         out.extend_from_slice(part.as_bytes());
     }
+    line(out, b"Host", forwarding.host.as_bytes());
     let replaced = [
+        "host",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
@@ -225,13 +237,12 @@ pub fn request_head<'b>(
     if seen.trailers {
         line(out, b"te", b"trailers");
     }
-    if seen.host.is_none() {
-        line(out, b"host", forwarding.host.as_bytes());
-    }
     out.extend_from_slice(b"x-forwarded-for: ");
-    for value in &seen.forwarded_for {
-        out.extend_from_slice(value);
-        out.extend_from_slice(b", ");
+    if !seen.hop_by_hop("x-forwarded-for") {
+        for value in &seen.forwarded_for {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
     }
     out.extend_from_slice(forwarding.client_ip.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -367,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_head_written_as_bytes_is_rewritten_as_a_header_map_is() {
-        let cases: [&[(&str, &str)]; 4] = [
+        let cases: [&[(&str, &str)]; 7] = [
             &[("host", "foo.example"), ("accept", "*/*")],
             // HTTP/2: no Host field.
             &[("accept", "*/*"), ("x-request-id", "theirs")],
@@ -386,6 +397,21 @@ mod tests {
                 ("host", "foo.example"),
                 ("proxy-connection", "x"),
                 ("upgrade", "h2c"),
+            ],
+            // Fields that Connection names are hop-by-hop, Host and X-Forwarded-For too;
+            // a Host other than the routed one, or a second, does not reach the backend.
+            &[
+                ("Host", "other.example"),
+                ("Connection", "Host, X-Forwarded-For, close"),
+            ],
+            &[
+                ("x-forwarded-for", "192.0.2.1"),
+                ("connection", "x-forwarded-for"),
+            ],
+            &[
+                ("host", "foo.example"),
+                ("host", "evil.example"),
+                ("Vary", "a"),
             ],
         ];
         for (i, case) in cases.into_iter().enumerate() {
@@ -410,9 +436,7 @@ mod tests {
             strip_hop_by_hop(&mut map, false);
             add_forwarded(&mut map, &forwarding);
             map.insert(X_REQUEST_ID, HeaderValue::from_static("id-1"));
-            if !map.contains_key("host") {
-                map.insert("host", HeaderValue::from_static("Foo.example:8080"));
-            }
+            set_host(&mut map, forwarding.host);
             let mut want: Vec<_> = map
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
