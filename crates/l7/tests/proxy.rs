@@ -97,6 +97,39 @@ async fn routing_answers_and_forwarded_headers() {
     assert!(metrics.contains(r#"flatnet_l7_requests_total{route="-",class="4xx"} 3"#));
 }
 
+/// The backend sees the host a request was routed by, whatever else the client sent: a
+/// second `Host` over HTTP/1.1, a `host` field besides `:authority` over HTTP/2 (with a body
+/// too, which goes through hyper's client).
+#[tokio::test]
+async fn the_backend_sees_the_host_the_request_was_routed_by() {
+    let web = backend("web").await;
+    let p = proxy(&[Ing::new("web", "a.test", &[&web])]).await;
+    let seen_hosts = || {
+        let seen = web.seen.lock().unwrap().last().cloned().unwrap();
+        let hosts = seen.headers.get_all("host").iter();
+        hosts
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let two = b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n";
+    let answer = raw(p.http, two).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(seen_hosts(), ["a.test"]);
+
+    let mut h2 = h2_prior_knowledge(p.http).await;
+    for body in ["", "a body"] {
+        let req = Request::post("http://a.test/")
+            .header("host", "evil.test")
+            .body(full(body))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, h2.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "body {body:?}");
+        assert_eq!(seen_hosts(), ["a.test"], "body {body:?}");
+    }
+}
 #[tokio::test]
 async fn retries_go_around_a_refused_endpoint() {
     let live = backend("live").await;

@@ -210,18 +210,6 @@ async fn upstream_failures_are_answered_502_and_the_client_stays() {
     assert!(answer.ends_with("\r\n\r\n/ok"), "{answer}");
 }
 
-/// An HTTP/2 (prior knowledge) connection to the proxy's plain listener.
-async fn h2(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
-    let tcp = TcpStream::connect(proxy).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(tcp);
-    let executor = hyper_util::rt::TokioExecutor::new();
-    let (sender, conn) = hyper::client::conn::http2::handshake(executor, io)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 /// Status, header fields, body and trailers of `method` `path` sent over `h2`.
 async fn over_h2(
     h2: &mut hyper::client::conn::http2::SendRequest<TestBody>,
@@ -256,7 +244,7 @@ async fn over_h2(
 async fn http2_requests_to_http1_upstreams_go_as_bytes() {
     let (up, accepted) = scripted().await;
     let p = proxy(&[routes(up)]).await;
-    let mut h2 = h2(p.http).await;
+    let mut h2 = h2_prior_knowledge(p.http).await;
 
     let (status, headers, body, trailers) = over_h2(&mut h2, "GET", "/chunked").await;
     assert_eq!(status, 200);

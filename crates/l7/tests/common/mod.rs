@@ -376,6 +376,19 @@ async fn wait_healthy(admin: SocketAddr) {
     panic!("proxy not healthy");
 }
 
+/// An HTTP/2 (prior knowledge) connection to the proxy's plain listener.
+pub async fn h2_prior_knowledge(
+    proxy: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// Sends `bytes` on a new connection and reads until the peer closes (bounded by [`WAIT`]).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<String> {
     let stream = TcpStream::connect(addr).await?;
