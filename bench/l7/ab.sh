@@ -53,10 +53,10 @@ ticks() { # utime + stime
 }
 : >"$TMP/results"
 for ((r = 1; r <= ROUNDS; r++)); do
-  # A and B swap places every other round: the second of two back-to-back runs measured
-  # ~5-8 % more CPU per request in A/A runs here.
+  # A and B swap places every other round: with a fixed order, the second of the two
+  # measured 5-8 % more CPU per request here (seen by swapping the binaries).
   order=("${PORTS[@]}")
-  if ((r % 2 == 0)); then order=("${PORTS[0]}" 31031 31030 "${PORTS[3]}"); fi
+  if ((r % 2 == 0)); then order=("${PORTS[0]}" "${PORTS[2]}" "${PORTS[1]}" "${PORTS[3]}"); fi
   for p in "${order[@]}"; do
     c0=$(ticks "${PID_OF[$p]}")
     if [ "$PROTO" = h2 ]; then

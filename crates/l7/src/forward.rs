@@ -92,19 +92,21 @@ pub async fn forward(x: Exchange<'_>, mut req: Request<Incoming>) -> Answer {
     let mut head = parts.headers;
     // A request going as bytes has its head written once, for every attempt; one for
     // hyper's client has its header map rewritten.
-    let mut bytes_head = Vec::with_capacity(if as_bytes { 512 } else { 0 });
-    if as_bytes {
+    let bytes_head = if as_bytes {
         let fields = || head.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
         let seen = Seen::of(fields());
         let line = (parts.method.as_str(), x.target);
         let id = x.request_id.as_bytes();
-        headers::request_head(&mut bytes_head, line, fields(), &seen, &forwarding, id);
+        let mut out = Vec::with_capacity(512);
+        headers::request_head(&mut out, line, fields(), &seen, &forwarding, id);
+        out
     } else {
         headers::strip_hop_by_hop(&mut head, upgrade);
         headers::add_forwarded(&mut head, &forwarding);
         head.insert(X_REQUEST_ID, x.request_id.clone());
         headers::set_host(&mut head, x.raw_host);
-    }
+        Vec::new()
+    };
     let version = match backend.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c => Version::HTTP_2,
