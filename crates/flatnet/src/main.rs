@@ -504,8 +504,9 @@ fn run(cmd: Cmd) -> Result<i32> {
         }
         Cmd::L7 { cluster, args } => {
             // The proxy's workers allocate and free per request: their pages stay mapped a
-            // while (route tables are given back at once by the thread that frees them).
-            flatnet_alloc::return_freed_memory_after(Duration::from_millis(100));
+            // second (route tables are given back at once by the thread that frees them).
+            // At 100 ms, HTTP/2 requests took a page fault every ~22 (BENCHMARKS.md, 8).
+            flatnet_alloc::return_freed_memory_after(Duration::from_secs(1));
             match (&args.manifests, cluster) {
                 (Some(m), _) => flatnet_l7::cli::run(m.clone(), &args)?,
                 (None, Some(cluster)) => {
