@@ -3,11 +3,11 @@
 for its name gets the answer. A lab cluster `bench-fresh` (2 nodes); inside the pod
 `default/client` a poller sends one A query every 2 ms to the cluster DNS (10.43.0.10) and
 prints the milliseconds until the first NOERROR answer. Runs as root; bounded (ROUNDS rounds,
-2 s per poll at most); removes the cluster at the end.
+2 s per poll at most); removes the cluster, its state folder and its temp files at the end.
 
 Usage: bench/dns/freshness.py [ROUNDS]       (default 10)
 """
-import os, socket, struct, subprocess, sys, tempfile, time
+import os, shutil, socket, struct, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLATNET = os.environ.get("FLATNET", os.path.join(ROOT, "target/release/flatnet"))
@@ -79,7 +79,10 @@ def main():
         if times:
             print("median %.1f ms, max %.1f ms, %d/%d answered within 2 s" % (times[len(times) // 2], times[-1], len(times), rounds))
     finally:
-        flatnet("down", check=False)
+        down = flatnet("down", check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if down.returncode == 0:  # the state is what a later `down` would need otherwise
+            shutil.rmtree(ENV["FLATNET_STATE_DIR"], ignore_errors=True)
 
 if __name__ == "__main__":
     main()
