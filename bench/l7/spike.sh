@@ -52,6 +52,8 @@ done
 # machine: "user kernel idle" in ticks over all cores (kernel = system + irq + softirq).
 machine() { awk '/^cpu / {print $2 + $3, $4 + $7 + $8, $5 + $6}' /proc/stat; }
 lo_packets() { awk '/^ *lo:/ {print $3}' /proc/net/dev; }
+# per TICKS: TICKS clock ticks in microseconds per request of the run at hand ($n requests).
+per() { awk -v t="$1" -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz / n * 1e6}'; }
 : >"$TMP/results"
 echo "port req/s p99 proxy-user-us proxy-sys-us machine-user-us machine-kernel-us machine-idle-us lo-packets"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -65,7 +67,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     read -r mu1 mk1 mi1 <<<"$(machine)"
     read -r u1 s1 <<<"$(cpu_ticks "${PID_OF[$p]}")"
     read -r rps p99 n <<<"$line"
-    per() { awk -v t="$1" -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz / n * 1e6}'; }
     echo "$p $rps $p99 $(per $((u1 - u0))) $(per $((s1 - s0))) $(per $((mu1 - mu0))) \
 $(per $((mk1 - mk0))) $(per $((mi1 - mi0))) $(awk -v d=$((l1 - l0)) -v n="$n" 'BEGIN {printf "%.2f", d / n}')" |
       tee -a "$TMP/results"
